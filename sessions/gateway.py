@@ -794,6 +794,11 @@ class Gateway:
             self.server.close()
         for live in list(self.sessions):
             await live.terminate(reason)
+        # Sessions whose vendor had just left close in background tasks:
+        # let them write their end (session row, audit event) before the
+        # process goes, so no row is left open for the sweep to guess at.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=setting("GATEWAY_STOP_GRACE", 10))
         await self.control.stop()
         if self.server is not None:
             await self.server.wait_closed()

@@ -166,6 +166,15 @@ class GatewayThread:
     def call(self, coro: Any, timeout: float = 60) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def close_server(self, server: Any) -> None:
+        """Close a listener that lives on this loop, from the loop itself
+        (asyncio servers are not thread-safe: closing one from the test's
+        thread races the loop's own wake-up of its waiters)."""
+        async def close() -> None:
+            server.close()
+
+        self.call(close(), timeout=30)
+
     def live_sessions(self) -> list[Any]:
         return list(self.gateway.sessions)
 

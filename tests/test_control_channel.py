@@ -170,4 +170,7 @@ def test_redis_stopped_under_a_real_gateway_refuses_ssh_and_ends_the_live_one(
     _, err = live.communicate(timeout=60)  # a hang guard: the grace is 3 s
     assert LOST_REASON in err.decode()
     wait_for(lambda: established_to(device_sshd.port) == 0, "the device side to close")
+    # The gateway closes both sides first, then writes the row.
+    wait_for(lambda: Session.objects.filter(user=vendor.user).exclude(ended_at=None).exists(),
+             "the session row to be closed")
     assert Session.objects.get(user=vendor.user).end_reason == LOST_REASON

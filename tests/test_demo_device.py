@@ -62,8 +62,10 @@ def demo(settings, tmp_path):
     base = ["-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
             "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
     yield data, thread, base
-    device_server.close()
-    thread.stop()
+    try:
+        thread.close_server(device_server)
+    finally:
+        thread.stop()
 
 
 def test_seed_demo_json_has_the_gateway_the_key_and_the_ssh_command(demo):

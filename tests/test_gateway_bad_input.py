@@ -308,7 +308,10 @@ def test_a_device_flooding_terminal_escapes_is_relayed_with_bounded_memory(make_
         session = wait_for(lambda: ended_sessions(v.user))[0]
         assert session.end_reason == "an approver ended this session"
     finally:
-        server.close()
+        async def close() -> None:
+            server.close()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
     Device.objects.filter(pk=v.device.pk).update(ssh_port=device_sshd.port,

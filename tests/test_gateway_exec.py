@@ -112,3 +112,33 @@ def test_a_recording_that_fails_mid_session_ends_the_session(vendor, gateway):
     child.expect(pexpect.EOF)
     session = wait_for(lambda: ended_sessions(vendor.user))[0]
     assert "could not be recorded" in session.end_reason
+
+
+def test_stopping_the_gateway_finishes_closing_a_session_whose_vendor_just_left(vendor, gateway):
+    """A vendor leaves and the gateway stops at once (SIGTERM on a deploy):
+    the session's end is still written before stop() returns."""
+    import asyncio
+
+    import pexpect
+
+    from sessions.models import Session
+
+    args = vendor.ssh_args("sleep 60")
+    child = pexpect.spawn(args[0], args[1:], timeout=30)
+    live = wait_for(lambda: gateway.live_sessions())[0]
+
+    async def slow_vendor_side(_message: str) -> None:
+        await asyncio.sleep(1)  # a vendor side that takes its time to close
+
+    async def leave_and_stop() -> None:
+        live._closers.append(slow_vendor_side)
+        # What connection_lost does, then the shutdown, in the same loop turn.
+        gateway.gateway.sessions.discard(live)
+        gateway.gateway.spawn(live.close("the vendor disconnected"))
+        await gateway.gateway.stop()
+
+    gateway.call(leave_and_stop())
+    session = Session.objects.get(code=live.code)
+    assert session.ended_at is not None
+    assert session.end_reason == "the vendor disconnected"
+    child.close(force=True)

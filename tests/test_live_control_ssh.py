@@ -16,7 +16,7 @@ from broker import approvals
 from sessions.models import Session
 from tests.netstate import established_to
 from tests.signing import create_sensor, post_signal
-from tests.sshd import device_sshd, gateway, make_ssh_vendor, vendor, wait_for  # noqa: F401
+from tests.sshd import device_sshd, ended_sessions, gateway, make_ssh_vendor, vendor, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 
@@ -56,7 +56,8 @@ def test_an_approvers_revocation_ends_the_ssh_session_with_the_reason(
     assert code != 0
     assert "the work order was cancelled" in err and "olga" in err
     wait_for(lambda: established_to(device_sshd.port) == 0)
-    session = Session.objects.get(user=vendor.user)
+    # Both sides close first; the row is written right after.
+    session = wait_for(lambda: ended_sessions(vendor.user))[0]
     assert session.end_reason == "the work order was cancelled"
 
 
