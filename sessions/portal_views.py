@@ -162,14 +162,50 @@ def session_detail(request: HttpRequest, code: UUID) -> HttpResponse:
 @login_required
 @require_GET
 def session_recording(request: HttpRequest, code: UUID) -> HttpResponse:
-    """The recording for the player, only when its integrity holds."""
+    """The recording for the player, only when its integrity holds. Answers
+    single byte-range requests, which browsers use to seek RDP videos."""
     session = _get_session(request, code)
-    check = review.integrity(session)
-    if not check.ok:
+    check, content = review.verified_recording(session)
+    if content is None:
         return HttpResponse(check.message, status=409, content_type="text/plain; charset=utf-8")
-    response = HttpResponse(review.read_recording(session), content_type=review.media_type(session))
+    wanted = byte_range(request.headers.get("Range", ""), len(content))
+    if wanted is None:
+        response = HttpResponse(content, content_type=review.media_type(session))
+    elif wanted == UNSATISFIABLE:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{len(content)}"
+    else:
+        first, last = wanted
+        response = HttpResponse(content[first:last + 1], status=206,
+                                content_type=review.media_type(session))
+        response["Content-Range"] = f"bytes {first}-{last}/{len(content)}"
+    response["Accept-Ranges"] = "bytes"
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+UNSATISFIABLE = (-1, -1)
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The (first, last) byte of a single `Range: bytes=...` request, None to
+    send the whole body (no header, several ranges, or one we do not parse,
+    as RFC 9110 allows), or UNSATISFIABLE."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    start, dash, end = spec.strip().partition("-")
+    if not dash or not (start.isdigit() or end.isdigit()) or (start and not start.isdigit()) \
+            or (end and not end.isdigit()):
+        return None
+    if not start:  # the last N bytes
+        length = int(end)
+        return (max(0, size - length), size - 1) if length and size else UNSATISFIABLE
+    first = int(start)
+    if first >= size:
+        return UNSATISFIABLE
+    last = min(int(end), size - 1) if end else size - 1
+    return (first, last) if last >= first else None
 
 
 @login_required
@@ -178,12 +214,11 @@ def session_evidence(request: HttpRequest, code: UUID) -> HttpResponse:
     session = _get_session(request, code)
     if not _may_export(request.user, session):
         raise PermissionDenied("Only auditors and the zone's approvers export evidence.")
-    check = review.integrity(session)
-    if not check.ok:
+    check, content = review.verified_recording(session)
+    if content is None:
         return render(request, "sessions/evidence_refused.html",
                       {"session": session, "check": check}, status=409)
-    bundle = evidence.build(session, review.read_recording(session),
-                            input_log=review.read_input_log(session))
+    bundle = evidence.build(session, content, input_log=review.read_input_log(session))
     audit.record("session.evidence_exported", actor=request.user,
                  target=f"session {session.code}", source_ip=client_ip(request),
                  data={"recording_sha256": session.recording_sha256,

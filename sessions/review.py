@@ -202,7 +202,15 @@ def event_intact(event: AuditEvent) -> bool:
     return after is None or after.prev_hash == event.hash
 
 
-def integrity(session: Session) -> Integrity:
+_UNREAD = object()
+
+
+def integrity(session: Session, content: Any = _UNREAD) -> Integrity:
+    """Check a recording against the session row and the audit chain.
+
+    With `content` (the bytes read from the store, or None when it could not
+    be read) the check is of those very bytes, so a caller can serve or
+    export exactly what was verified (see verified_recording)."""
     if session.is_live:
         return Integrity(False, "live", "This session is still live; its recording is "
                                         "checked once it has ended.")
@@ -215,7 +223,10 @@ def integrity(session: Session) -> Integrity:
         return Integrity(False, "unrecorded", "This session has no recording.")
     event = end_event(session)
     chain_sha = str((event.data or {}).get("recording_sha256", "")) if event else ""
-    actual = stored_sha256(session.recording)
+    if content is _UNREAD:
+        actual = stored_sha256(session.recording)
+    else:
+        actual = None if content is None else hashlib.sha256(content).hexdigest()
     if actual is None:
         return Integrity(False, "missing", "The recording file is missing from the recordings "
                                            "store.", chain_sha256=chain_sha)
@@ -240,6 +251,17 @@ def integrity(session: Session) -> Integrity:
                      sha256=actual, chain_sha256=chain_sha, event_id=event.id if event else None)
 
 
+def verified_recording(session: Session) -> tuple[Integrity, bytes | None]:
+    """Read the recording once and check those bytes: what the player plays
+    and the evidence bundle holds is what was verified, even if the file is
+    swapped between the check and the read. The bytes only when it holds."""
+    if session.is_live or session.recording_purged_at or not session.recording:
+        return integrity(session), None
+    content = _read_stored(session.recording)
+    check = integrity(session, content)
+    return check, content if check.ok else None
+
+
 VIDEO_SUFFIXES = {".webm": "video/webm", ".mp4": "video/mp4"}
 
 
@@ -262,9 +284,13 @@ def input_log_name(session: Session) -> str | None:
 
 def read_input_log(session: Session) -> bytes | None:
     name = input_log_name(session)
+    return None if name is None else _read_stored(name)
+
+
+def _read_stored(name: str) -> bytes | None:
     storage = recordings_storage()
     try:
-        if name is None or not storage.exists(name):
+        if not name or not storage.exists(name):
             return None
         with storage.open(name, "rb") as fh:
             return fh.read()
@@ -273,6 +299,7 @@ def read_input_log(session: Session) -> bytes | None:
 
 
 def read_recording(session: Session) -> bytes:
+    """The stored bytes, unchecked (tests and tools; views use verified_recording)."""
     storage = recordings_storage()
     with storage.open(session.recording, "rb") as fh:
         return fh.read()

@@ -328,6 +328,42 @@ def test_rdp_video_recording_is_served_as_video_after_the_same_check(plant, veri
     response = client.get(reverse("session-recording", args=[session.code]))
     assert response["Content-Type"] == "video/webm"
     assert response.content == video
+    assert response["Accept-Ranges"] == "bytes"
+
+    # Seeking: browsers ask for byte ranges of the (verified) video.
+    url = reverse("session-recording", args=[session.code])
+    part = client.get(url, HTTP_RANGE="bytes=4-9")
+    assert part.status_code == 206
+    assert part.content == video[4:10]
+    assert part["Content-Range"] == f"bytes 4-9/{len(video)}"
+    tail = client.get(url, HTTP_RANGE="bytes=-5")
+    assert tail.status_code == 206 and tail.content == video[-5:]
+    rest = client.get(url, HTTP_RANGE="bytes=10-")
+    assert rest.status_code == 206 and rest.content == video[10:]
+    beyond = client.get(url, HTTP_RANGE=f"bytes={len(video)}-")
+    assert beyond.status_code == 416 and beyond["Content-Range"] == f"bytes */{len(video)}"
+    # A range of a tampered recording is refused like the whole of it.
+    path.write_bytes(video[:-1] + b"!")
+    assert client.get(url, HTTP_RANGE="bytes=0-3").status_code == 409
+
+
+@pytest.mark.parametrize("header, size, expected", [
+    ("", 100, None),
+    ("bytes=0-0", 100, (0, 0)),
+    ("bytes=90-200", 100, (90, 99)),
+    ("bytes=-10", 100, (90, 99)),
+    ("bytes=-500", 100, (0, 99)),
+    ("bytes=100-", 100, (-1, -1)),
+    ("bytes=-0", 100, (-1, -1)),
+    ("bytes=0-1,5-6", 100, None),   # several ranges: the whole body
+    ("bytes=9-3", 100, None),       # not a valid range: ignored
+    ("bytes=a-b", 100, None),
+    ("items=0-3", 100, None),
+])
+def test_byte_range_parsing(header, size, expected):
+    from sessions.portal_views import byte_range
+
+    assert byte_range(header, size) == expected
 
 
 @pytest.mark.django_db
