@@ -92,7 +92,7 @@ def world(make_vendor_user: Any, make_device: Any, make_grant: Any, settings: An
 
 def test_losing_redis_refuses_new_sessions_and_ends_live_ones_after_the_grace(
         world: dict[str, Any]) -> None:
-    with Harness(probe_seconds=0.2, grace_seconds=2) as h:
+    with Harness(probe_seconds=0.2, grace_seconds=5) as h:
         live = h.open(world["alice"], world["device"], world["grant"], install=False)
         h.control.check_admission()  # healthy: admits
 

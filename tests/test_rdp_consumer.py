@@ -616,8 +616,10 @@ def test_a_lock_on_the_user_and_the_end_of_the_grant_end_rdp_sessions_like_ssh_o
 
     from sessions.revocation import revoke
 
+    from broker.models import Grant
+
     user, device, grant = rdp_vendor()
-    short_user, _, short_grant = rdp_vendor(ends_at=timezone.now() + timedelta(seconds=6))
+    short_user, _, short_grant = rdp_vendor()
     cookie, short_cookie = session_cookie(user), session_cookie(short_user)
 
     async def scenario() -> tuple:
@@ -625,6 +627,10 @@ def test_a_lock_on_the_user_and_the_end_of_the_grant_end_rdp_sessions_like_ssh_o
         await database_sync_to_async(revoke)(user, reason="investigation", by=None)
         locked = await browser.ended()
         await asyncio.wait_for(live.wait_closed(), 30)
+        # The window closes a few seconds after this session opens (set only
+        # now, so a slow machine does not reach the end before the opening).
+        await database_sync_to_async(Grant.objects.filter(pk=short_grant.pk).update)(
+            ends_at=timezone.now() + timedelta(seconds=10))
         comm2, browser2, live2 = await open_session(short_grant, short_cookie)
         ended = await browser2.ended(timeout=30)
         await asyncio.wait_for(live2.wait_closed(), 30)

@@ -305,7 +305,7 @@ def test_revoking_the_grant_ends_the_terminal_with_the_reason(browser_vendor, ma
 
 
 def test_grant_end_closes_the_terminal_with_session_ended(browser_vendor):
-    user, device, grant = browser_vendor(ends_at=timezone.now() + timedelta(seconds=3))
+    user, device, grant = browser_vendor(ends_at=timezone.now() + timedelta(seconds=8))
     cookie = session_cookie(user)
 
     async def scenario() -> list:
