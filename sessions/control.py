@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 LOST_REASON = "control channel lost"
 PUBLISH_TIMEOUT = 5.0
+# How long stop() waits for its cancelled loops before it goes on without them.
+STOP_TIMEOUT = 5.0
 
 # The event loop of this process's ControlChannel. Sync callers in other
 # threads publish through it, because the in-memory layer's queues belong to
@@ -149,12 +151,13 @@ class ControlChannel:
 
     async def stop(self) -> None:
         global _home_loop
-        for task in self._tasks:
+        tasks = [*self._tasks, *(t for _, _, t in self._live.values())]
+        for task in tasks:
             task.cancel()
-        for _, _, task in list(self._live.values()):
-            task.cancel()
-        await asyncio.gather(*self._tasks, *(t for _, _, t in self._live.values()),
-                             return_exceptions=True)
+        # Bounded: a cancelled receive on a Redis that is down unsubscribes
+        # on its way out, and that can wait on the dead connection for long.
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
         self._tasks = []
         self._live.clear()
         try:

@@ -798,7 +798,7 @@ class Gateway:
         # let them write their end (session row, audit event) before the
         # process goes, so no row is left open for the sweep to guess at.
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=setting("GATEWAY_STOP_GRACE", 10))
+            await asyncio.wait(list(self._tasks), timeout=setting("GATEWAY_STOP_GRACE", 5))
         await self.control.stop()
         if self.server is not None:
             await self.server.wait_closed()

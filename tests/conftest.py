@@ -11,7 +11,7 @@ import os
 import socket
 from pathlib import Path
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from django.conf import settings
@@ -119,6 +119,20 @@ def browser(monkeypatch: Any) -> Any:
 @pytest.fixture(autouse=True)
 def _fast_hasher(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _no_live_session_outlives_its_test() -> Iterator[None]:
+    """The live-session registries are process-wide. A test that fails
+    midway can leave a session bound to an event loop that is gone; forget
+    it here so the next test's clean-up does not trip over it."""
+    yield
+    from sessions import rdp_consumer
+    from sessions.core import LiveSession
+
+    LiveSession.registry.clear()
+    rdp_consumer.RDP_SESSIONS.clear()
+    rdp_consumer.PARKED.clear()
 
 
 # --- factories -------------------------------------------------------------

@@ -166,6 +166,18 @@ class GatewayThread:
     def call(self, coro: Any, timeout: float = 60) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def dump_tasks(self) -> None:
+        """What the gateway's loop is waiting on (printed when stop hangs)."""
+        import faulthandler
+        import io
+        import sys
+
+        for task in asyncio.all_tasks(self.loop):
+            out = io.StringIO()
+            task.print_stack(file=out)
+            print(f"--- pending: {task!r}\n{out.getvalue()}", file=sys.stderr)
+        faulthandler.dump_traceback(file=sys.stderr)
+
     def close_server(self, server: Any) -> None:
         """Close a listener that lives on this loop, from the loop itself
         (asyncio servers are not thread-safe: closing one from the test's
@@ -181,6 +193,9 @@ class GatewayThread:
     def stop(self) -> None:
         try:
             self.call(self.gateway.stop(), timeout=30)
+        except TimeoutError:
+            self.dump_tasks()
+            raise
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)

@@ -233,9 +233,11 @@ class HostileDevice:
                 if task is not asyncio.current_task():
                     task.cancel()
 
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        try:
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
 
 
 def _rss_mib() -> float:
@@ -311,9 +313,11 @@ def test_a_device_flooding_terminal_escapes_is_relayed_with_bounded_memory(make_
         async def close() -> None:
             server.close()
 
-        asyncio.run_coroutine_threadsafe(close(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        try:
+            asyncio.run_coroutine_threadsafe(close(), loop).result(30)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
     Device.objects.filter(pk=v.device.pk).update(ssh_port=device_sshd.port,
                                                  ssh_host_key=device_sshd.host_key_line)
     _works(v)

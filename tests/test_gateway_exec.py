@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pytest
 
@@ -71,8 +72,15 @@ def test_a_signal_from_the_vendor_reaches_the_device_and_the_exit_signal_comes_b
         async with asyncssh.connect("127.0.0.1", vendor.gateway_port, username=vendor.login,
                                     client_keys=[key], known_hosts=([trusted], [], []), config=None,
                                     agent_path=None) as conn:
-            chan, session = await conn.create_session(asyncssh.SSHClientSession, "sleep 600")
-            await asyncio.sleep(1)
+            ready = asyncio.Event()
+
+            class Client(asyncssh.SSHClientSession):
+                def data_received(self, data: str, datatype: Any) -> None:
+                    if "ready" in data:
+                        ready.set()
+
+            chan, session = await conn.create_session(Client, "echo ready; exec sleep 600")
+            await asyncio.wait_for(ready.wait(), 30)  # the device's command runs
             chan.send_signal("TERM")
             await asyncio.wait_for(chan.wait_closed(), 30)
             return chan.get_exit_signal(), chan.get_exit_status()
@@ -104,8 +112,10 @@ def test_a_recording_that_fails_mid_session_ends_the_session(vendor, gateway):
     live = wait_for(lambda: gateway.live_sessions())[0]
 
     def break_the_disk() -> None:
-        os.close(live.recorder._fd)
-        live.recorder._fd = os.open("/dev/full", os.O_WRONLY)
+        # One atomic swap: the writer thread never sees a closed or reused fd.
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, live.recorder._fd)
+        os.close(full)
 
     gateway.loop.call_soon_threadsafe(break_the_disk)
     child.expect("could not be recorded")

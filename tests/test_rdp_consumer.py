@@ -221,6 +221,11 @@ def test_vendor_types_into_the_remote_desktop_over_a_private_unix_socket(rdp_ven
     assert any(e[1] == "m" and e[2] == "click left at 150,100" for e in events)
     end = AuditEvent.objects.get(action="session.end", target=f"session {session.code}")
     assert end.data["recording_sha256"] == session.recording_sha256
+    # Written by the session's end callbacks, after the row: poll for it.
+    deadline = time.monotonic() + 30
+    while not AuditEvent.objects.filter(action="session.input_log").exists():
+        assert time.monotonic() < deadline, "the input log was never audited"
+        time.sleep(0.05)
     log_event = AuditEvent.objects.get(action="session.input_log")
     assert log_event.data["sha256"] == file_sha256(
         recordings_dir() / rdp_consumer.input_log_name(session.recording))
@@ -333,6 +338,8 @@ def test_input_flood_ends_the_session(rdp_vendor, settings):
 
 
 def test_clipboard_is_dropped_and_audited_when_the_grant_does_not_allow_uploads(rdp_vendor):
+    from channels.db import database_sync_to_async
+
     user, device, grant = rdp_vendor()
     cookie = session_cookie(user)
 
@@ -340,7 +347,12 @@ def test_clipboard_is_dropped_and_audited_when_the_grant_does_not_allow_uploads(
         comm, browser, live = await open_session(grant, cookie)
         text = b"secret-recipe"
         await comm.send_to(bytes_data=struct.pack(">BxxxI", 6, len(text)) + text)
-        await asyncio.sleep(0.5)
+        refused = AuditEvent.objects.filter(action="session.clipboard_refused",
+                                            data__size=len(text)).exists
+        deadline = time.monotonic() + 30
+        while not await database_sync_to_async(refused)():
+            assert time.monotonic() < deadline, "the refused clipboard was never audited"
+            await asyncio.sleep(0.05)
         await live.close("test over")
 
     run(scenario())

@@ -178,6 +178,8 @@ def test_revoke_publishes_through_real_redis(grant: Grant, settings: Any) -> Non
         assert waiting.result(10) == {"type": "session.terminate",
                                       "reason": "device under investigation", "by": "olga"}
     finally:
-        asyncio.run_coroutine_threadsafe(layer.flush(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+        try:
+            asyncio.run_coroutine_threadsafe(layer.flush(), loop).result(5)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)

@@ -67,14 +67,19 @@ def test_a_session_authorize_still_allows_is_left_alone(world: dict[str, Any]) -
 
 def test_rows_nobody_heartbeats_are_closed_and_heartbeating_ones_are_not(
         world: dict[str, Any], settings: Any) -> None:
-    settings.AIRLOCK_GATEWAY_DEAD_SECONDS = 1
+    settings.AIRLOCK_GATEWAY_DEAD_SECONDS = 5
     with Harness(heartbeat_seconds=0.2) as h:
         held = h.open(world["alice"], world["device"], world["grant"], install=False)
-        # A row left behind by a gateway that was killed: nobody beats for it.
+        # A row left behind by a gateway that was killed: nobody beat for it
+        # for longer than the dead-after; the harness beats for the held one.
         orphan = Session.objects.create(user=world["alice"], device=world["device"],
-                                        grant=world["grant"], gateway_id="gw-killed",
-                                        last_seen_at=timezone.now())
-        time.sleep(1.5)  # longer than the dead-after; the harness beats meanwhile
+                                        grant=world["grant"], gateway_id="gw-killed")
+        Session.objects.filter(pk=orphan.pk).update(last_seen_at=timezone.now() - timedelta(seconds=60))
+        wait_for_beat = time.monotonic() + 20
+        start = Session.objects.get(code=held.code).last_seen_at
+        while Session.objects.get(code=held.code).last_seen_at == start:
+            assert time.monotonic() < wait_for_beat, "the harness never beat for the held session"
+            time.sleep(0.05)
 
         result = sweep.run(timezone.now())
 
