@@ -51,7 +51,6 @@ import signal
 import socket
 import ssl
 import struct
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -410,13 +409,16 @@ class Desktop:
             raise DesktopError("desktop_failed", f"the private display could not start ({exc.strerror})")
         os.close(write_fd)
         self.pgid = self.xvnc.pid
-        (self.dir / "owner").write_text(f"{os.getpid()} {self.pgid}\n")
         try:
-            number = await asyncio.wait_for(asyncio.to_thread(_read_display, read_fd), 10)
-        except (asyncio.TimeoutError, ValueError):
-            number = ""
-        finally:
+            (self.dir / "owner").write_text(f"{os.getpid()} {self.pgid}\n")
+        except OSError:
             os.close(read_fd)
+            await self.stop()
+            raise DesktopError("desktop_failed", "the private display could not start") from None
+        try:
+            number = await display_number(read_fd, timeout=10)
+        except (asyncio.TimeoutError, ValueError, OSError):
+            number = ""
         if not number or not self.socket_path.exists():
             await self.stop()
             raise DesktopError("desktop_failed", "the private display could not start")
@@ -578,16 +580,25 @@ class Desktop:
         return True
 
 
-def _read_display(fd: int) -> str:
-    """Xvnc writes its display number and a newline to -displayfd."""
-    data = b""
-    deadline = time.monotonic() + 10
-    while not data.endswith(b"\n") and time.monotonic() < deadline:
-        chunk = os.read(fd, 16)
-        if not chunk:
-            break
-        data += chunk
-    text = data.decode().strip()
+async def display_number(fd: int, *, timeout: float) -> str:
+    """The display number Xvnc writes, with a newline, to -displayfd: read
+    in the event loop (no thread left blocked on the pipe if Xvnc hangs).
+    Takes ownership of `fd` and closes it."""
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    reader = asyncio.StreamReader(limit=64)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    except BaseException:
+        pipe.close()
+        raise
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        transport.close()
+        await asyncio.sleep(0)  # the transport closes the pipe on the next turn
+    text = line.decode("ascii", "replace").strip()
     if not text.isdigit():
         raise ValueError("no display number")
     return text

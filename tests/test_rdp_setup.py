@@ -199,3 +199,28 @@ def test_a_live_brokers_desktop_is_left_alone_at_start_up(settings, tmp_path, mo
     finally:
         living.kill()
         living.wait()
+
+
+def test_the_display_number_is_read_in_the_loop_and_the_pipe_is_always_closed():
+    async def read(payload: bytes | None, timeout: float = 5) -> tuple[object, int]:
+        read_fd, write_fd = os.pipe()
+        if payload is not None:
+            os.write(write_fd, payload)
+        try:
+            result: object = await rdp.display_number(read_fd, timeout=timeout)
+        except Exception as exc:
+            result = type(exc)
+        finally:
+            os.close(write_fd)
+        try:
+            os.fstat(read_fd)
+            still_open = 1
+        except OSError:
+            still_open = 0
+        return result, still_open
+
+    assert asyncio.run(read(b"17\n")) == ("17", 0)
+    assert asyncio.run(read(b"not a number\n")) == (ValueError, 0)
+    assert asyncio.run(read(b"9" * 200 + b"\n")) == (ValueError, 0)  # over the limit
+    # An Xvnc that never answers: a bounded wait, and no thread left reading.
+    assert asyncio.run(read(None, timeout=0.2)) == (asyncio.TimeoutError, 0)
