@@ -195,8 +195,7 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     start, dash, end = spec.strip().partition("-")
-    if not dash or not (start.isdigit() or end.isdigit()) or (start and not start.isdigit()) \
-            or (end and not end.isdigit()):
+    if not dash or not (start or end) or not (start + end).isdigit():
         return None
     if not start:  # the last N bytes
         length = int(end)

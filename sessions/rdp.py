@@ -412,8 +412,7 @@ class Desktop:
         try:
             (self.dir / "owner").write_text(f"{os.getpid()} {self.pgid}\n")
         except OSError:
-            os.close(read_fd)
-            await self.stop()
+            os.close(read_fd)  # the caller stops the desktop
             raise DesktopError("desktop_failed", "the private display could not start") from None
         try:
             number = await display_number(read_fd, timeout=10)

@@ -172,7 +172,11 @@ class GatewayThread:
         import io
         import sys
 
-        for task in asyncio.all_tasks(self.loop):
+        try:
+            tasks = list(asyncio.all_tasks(self.loop))
+        except RuntimeError:  # the loop changed its task set meanwhile
+            tasks = []
+        for task in tasks:
             out = io.StringIO()
             task.print_stack(file=out)
             print(f"--- pending: {task!r}\n{out.getvalue()}", file=sys.stderr)
