@@ -8,6 +8,7 @@ enable it; under CI=true it is a failure (see pytest_runtest_setup).
 from __future__ import annotations
 
 import os
+import random
 import socket
 from pathlib import Path
 from datetime import timedelta
@@ -265,7 +266,26 @@ def verified_client(client: Any) -> Callable[[User], Any]:
     return login
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port that is free now, for a server a test starts. It is picked
+    below the kernel's ephemeral range, so no outgoing connection of this
+    machine can take it between this call and the server's bind."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randint(min(20000, low - 1000), low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
