@@ -266,6 +266,16 @@ def verified_client(client: Any) -> Callable[[User], Any]:
     return login
 
 
+def stop_thread_loop(loop: Any, thread: Any, timeout: float = 10) -> None:
+    """Stop an event loop that runs in `thread`, then close it here, so it
+    is not closed later by the garbage collector in the middle of another
+    test (channels-redis flushes its layers when a loop closes)."""
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout)
+    if not thread.is_alive():
+        loop.close()
+
+
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -291,4 +301,4 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-__all__ = ["TEST_PASSWORD", "totp_now", "free_port", "redis_url", "IN_CI", "Credential", "settings"]
+__all__ = ["TEST_PASSWORD", "totp_now", "free_port", "stop_thread_loop", "redis_url", "IN_CI", "Credential", "settings"]

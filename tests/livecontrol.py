@@ -19,6 +19,7 @@ from typing import Any, Callable
 from sessions import detectors
 from sessions.control import ControlChannel, in_thread_loop
 from sessions.core import LiveSession
+from tests.conftest import stop_thread_loop
 
 
 class Harness:
@@ -39,8 +40,7 @@ class Harness:
                 self.run(live.close("test over"))
             self.run(self.control.stop())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
+            stop_thread_loop(self.loop, self.thread, 5)
 
     def run(self, coro: Any, timeout: float = 20) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -29,7 +29,7 @@ import pytest
 
 from broker import vault
 from broker.models import Credential, Device, Grant, SSHPublicKey, User
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_thread_loop
 
 SSHD = "/usr/sbin/sshd"
 DEVICE_USER = "airlockdev"
@@ -201,8 +201,7 @@ class GatewayThread:
             self.dump_tasks()
             raise
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
+            stop_thread_loop(self.loop, self.thread)
 
 
 @pytest.fixture

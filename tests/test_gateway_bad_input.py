@@ -20,7 +20,7 @@ import pytest
 
 from broker.models import AuditEvent, Device
 from sessions.models import Session
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_thread_loop
 from tests.sshd import (  # noqa: F401  (fixtures)
     GatewayThread, device_sshd, ended_sessions, make_ssh_vendor, wait_for,
 )
@@ -236,8 +236,7 @@ class HostileDevice:
         try:
             asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
+            stop_thread_loop(self.loop, self.thread)
 
 
 def _rss_mib() -> float:
@@ -316,8 +315,7 @@ def test_a_device_flooding_terminal_escapes_is_relayed_with_bounded_memory(make_
         try:
             asyncio.run_coroutine_threadsafe(close(), loop).result(30)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
+            stop_thread_loop(loop, thread)
     Device.objects.filter(pk=v.device.pk).update(ssh_port=device_sshd.port,
                                                  ssh_host_key=device_sshd.host_key_line)
     _works(v)

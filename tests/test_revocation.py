@@ -15,7 +15,7 @@ from broker.access import AccessDenied, authorize
 from broker.models import AuditEvent, Grant, Lock
 from sessions.models import Session
 from sessions.revocation import revoke
-from tests.conftest import free_port, redis_url
+from tests.conftest import free_port, redis_url, stop_thread_loop
 
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -181,5 +181,4 @@ def test_revoke_publishes_through_real_redis(grant: Grant, settings: Any) -> Non
         try:
             asyncio.run_coroutine_threadsafe(layer.flush(), loop).result(5)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(5)
+            stop_thread_loop(loop, thread, 5)
