@@ -309,13 +309,8 @@ def test_a_device_flooding_terminal_escapes_is_relayed_with_bounded_memory(make_
         session = wait_for(lambda: ended_sessions(v.user))[0]
         assert session.end_reason == "an approver ended this session"
     finally:
-        async def close() -> None:
-            server.close()
-
-        try:
-            asyncio.run_coroutine_threadsafe(close(), loop).result(30)
-        finally:
-            stop_thread_loop(loop, thread)
+        loop.call_soon_threadsafe(server.close)  # in its own loop, before the stop below
+        stop_thread_loop(loop, thread)
     Device.objects.filter(pk=v.device.pk).update(ssh_port=device_sshd.port,
                                                  ssh_host_key=device_sshd.host_key_line)
     _works(v)

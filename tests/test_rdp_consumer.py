@@ -26,6 +26,7 @@ from sessions.models_signals import Signal
 from sessions.recording import recordings_dir
 from sessions.rfb import PROTOCOL_VERSION
 from tests.browser_session import session_cookie
+from tests.sshd import wait_for
 from tests.rdpserver import DEVICE_PASSWORD, rdp_server, rdp_vendor  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.rdp, pytest.mark.django_db(transaction=True)]
@@ -222,10 +223,7 @@ def test_vendor_types_into_the_remote_desktop_over_a_private_unix_socket(rdp_ven
     end = AuditEvent.objects.get(action="session.end", target=f"session {session.code}")
     assert end.data["recording_sha256"] == session.recording_sha256
     # Written by the session's end callbacks, after the row: poll for it.
-    deadline = time.monotonic() + 30
-    while not AuditEvent.objects.filter(action="session.input_log").exists():
-        assert time.monotonic() < deadline, "the input log was never audited"
-        time.sleep(0.05)
+    wait_for(lambda: AuditEvent.objects.filter(action="session.input_log").exists(), 30)
     log_event = AuditEvent.objects.get(action="session.input_log")
     assert log_event.data["sha256"] == file_sha256(
         recordings_dir() / rdp_consumer.input_log_name(session.recording))
