@@ -17,7 +17,7 @@ DEMO_RDP ?= 127.0.0.1:3390
 # Extra arguments for both pytest passes, e.g. `make test PYTEST_ARGS=-x`.
 PYTEST_ARGS ?=
 
-.PHONY: run test venv test-venv vendor services
+.PHONY: run test venv test-venv vendor services lint
 
 # --- Python: a virtualenv, re-installed only when the pins change -----------
 
@@ -82,11 +82,19 @@ define pytest
 	exit $$rc
 endef
 
+# ruff (lint and format) and the import-linter contracts in .importlinter:
+# broker imports sessions only through the revocation seam, doors do not
+# import each other, the session core and anomalies import no door.
+lint: test-venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
 services:
 	bash .ci/services.sh install
 	bash .ci/services.sh start
 
-test: services test-venv vendor
+test: lint services test-venv vendor
 	@echo "== make test: pass 1 of 2, SQLite (the whole suite but tests that need PostgreSQL)"
 	$(call pytest,DATABASE_URL=,-m "not postgres")
 	@echo "== make test: pass 2 of 2, PostgreSQL (tests that need it, and every test but browser, sshd and rdp ones)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Airlock's command-line entry point."""
+
 import os
 import sys
 

@@ -42,7 +42,7 @@ PACKAGES=(
 )
 
 # What `make run` needs: the programs of browser RDP's private desktops
-# (sessions/rdp.py RUNTIME_PACKAGES). Without them the broker runs and its
+# (sessions/doors/rdp/desktop.py RUNTIME_PACKAGES). Without them the broker runs and its
 # RDP pages say what to install.
 RUN_PACKAGES=("Xvnc:tigervnc-standalone-server" "xfreerdp:freerdp2-x11" "ffmpeg:ffmpeg")
 

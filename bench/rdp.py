@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sshbench import start_uvicorn  # noqa: E402  (bench/ is this script's folder)
+
 FIRST_FRAME_JS = """([r, g, b]) => new Promise((resolve) => {
   function check() {
     const c = document.querySelector("#rdp-screen canvas");
@@ -94,12 +95,17 @@ def percentile(values: list[float], p: float) -> float:
 def setup_world(tmp: Path) -> dict:
     var = tmp / "var"
     var.mkdir()
-    os.environ.update({"AIRLOCK_VAR_DIR": str(var), "AIRLOCK_LOG_LEVEL": "WARNING",
-                       "DJANGO_SETTINGS_MODULE": "broker.settings",
-                       "AIRLOCK_RDP_RUN_DIR": tempfile.mkdtemp(prefix="arl-bench-"),
-                       "DJANGO_ALLOW_ASYNC_UNSAFE": "true",
-                       # Each page load below opens a new session (no re-attach).
-                       "AIRLOCK_RDP_DISCONNECT_GRACE": "0.5"})
+    os.environ.update(
+        {
+            "AIRLOCK_VAR_DIR": str(var),
+            "AIRLOCK_LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "broker.settings",
+            "AIRLOCK_RDP_RUN_DIR": tempfile.mkdtemp(prefix="arl-bench-"),
+            "DJANGO_ALLOW_ASYNC_UNSAFE": "true",
+            # Each page load below opens a new session (no re-attach).
+            "AIRLOCK_RDP_DISCONNECT_GRACE": "0.5",
+        }
+    )
     os.environ.pop("DATABASE_URL", None)
     import django
 
@@ -126,8 +132,13 @@ def setup_world(tmp: Path) -> dict:
 
     _enrol(user)
     now = timezone.now()
-    grant = Grant.objects.create(user=user, device=device, protocols=["rdp"],
-                                 starts_at=now - timedelta(minutes=1), ends_at=now + timedelta(hours=4))
+    grant = Grant.objects.create(
+        user=user,
+        device=device,
+        protocols=["rdp"],
+        starts_at=now - timedelta(minutes=1),
+        ends_at=now + timedelta(hours=4),
+    )
     return {"server": server, "user": user, "grant": grant}
 
 
@@ -144,7 +155,9 @@ def desktop_group() -> list[int]:
             continue
         if cmd.startswith(b"Xvnc\0") and run_dir.encode() in cmd:
             pgid = int(pid)
-            return [int(p) for p in filter(str.isdigit, os.listdir("/proc")) if _pgid(int(p)) == pgid]
+            return [
+                int(p) for p in filter(str.isdigit, os.listdir("/proc")) if _pgid(int(p)) == pgid
+            ]
     return []
 
 
@@ -195,14 +208,26 @@ class X:
         self.x.XDefaultRootWindow.restype = ctypes.c_ulong
         self.x.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
         self.x.XGetImage.restype = ctypes.c_void_p
-        self.x.XGetImage.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_int,
-                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_ulong, ctypes.c_int]
+        self.x.XGetImage.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_ulong,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_ulong,
+            ctypes.c_int,
+        ]
         self.x.XDestroyImage = getattr(self.x, "XDestroyImage", None)
         self.x.XKeysymToKeycode.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
         self.x.XFlush.argtypes = [ctypes.c_void_p]
         self.x.XFree.argtypes = [ctypes.c_void_p]
-        self.xtst.XTestFakeKeyEvent.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
-                                                ctypes.c_ulong]
+        self.xtst.XTestFakeKeyEvent.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_ulong,
+        ]
         self.dpy = self.x.XOpenDisplay(display.encode())
         if not self.dpy:
             raise SystemExit(f"cannot open display {display}")
@@ -229,21 +254,43 @@ def direct_samples(server, keys: int) -> list[float]:
     from tests.rdpserver import DEVICE_PASSWORD, DEVICE_USER
 
     read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24",
-                             "-nolisten", "tcp"], pass_fds=(write_fd,),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write_fd)
     with os.fdopen(read_fd) as fh:
         display = ":" + fh.readline().strip()
     home = tempfile.mkdtemp(prefix="arl-direct-")
     client = subprocess.Popen(
-        ["xfreerdp", f"/v:127.0.0.1:{server.port}", f"/u:{DEVICE_USER}", "/d:", "/from-stdin:force",
-         "/sec:nla", f"/cert:deny,fingerprint:sha256:{server.fingerprint}", "/f", "-clipboard",
-         # The same options as the broker's xfreerdp (sessions/rdp.py).
-         "/bpp:24", "-decorations", "-grab-keyboard", "-drives", "-home-drive", "/audio-mode:2",
-         "-wallpaper", "-themes", "/auto-reconnect-max-retries:0"],
-        env={"PATH": "/usr/bin:/bin", "HOME": home, "DISPLAY": display}, stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "xfreerdp",
+            f"/v:127.0.0.1:{server.port}",
+            f"/u:{DEVICE_USER}",
+            "/d:",
+            "/from-stdin:force",
+            "/sec:nla",
+            f"/cert:deny,fingerprint:sha256:{server.fingerprint}",
+            "/f",
+            "-clipboard",
+            # The same options as the broker's xfreerdp (sessions/doors/rdp/desktop.py).
+            "/bpp:24",
+            "-decorations",
+            "-grab-keyboard",
+            "-drives",
+            "-home-drive",
+            "/audio-mode:2",
+            "-wallpaper",
+            "-themes",
+            "/auto-reconnect-max-retries:0",
+        ],
+        env={"PATH": "/usr/bin:/bin", "HOME": home, "DISPLAY": display},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client.stdin.write(DEVICE_PASSWORD.encode() + b"\n")
     client.stdin.close()
     try:
@@ -281,9 +328,8 @@ def main() -> None:
     server = world["server"]
     from playwright.sync_api import sync_playwright
 
-    from tests.conftest import CHROMIUM, CHROMIUM_ARGS
-
     from tests.browser_session import session_cookie
+    from tests.conftest import CHROMIUM, CHROMIUM_ARGS
     from tests.rdpserver import BACKGROUND
 
     uvicorn_proc, port = start_uvicorn(tmp)
@@ -294,8 +340,9 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             context = browser.new_context(viewport={"width": 1360, "height": 900})
-            context.add_cookies([{"name": "sessionid", "value": session_cookie(world["user"]),
-                                  "url": base}])
+            context.add_cookies(
+                [{"name": "sessionid", "value": session_cookie(world["user"]), "url": base}]
+            )
             first_frames = []
             for _ in range(args.opens):
                 page = context.new_page()
@@ -313,15 +360,26 @@ def main() -> None:
             names = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in group}
             before_each = {pid: cpu_seconds([pid]) for pid in group}
             idle_cpu, idle_broker = cpu_share(group, args.seconds), None
-            cpu_each = ", ".join(f"{names[pid]} {(cpu_seconds([pid]) - before_each[pid]) / args.seconds * 100:.1f}"
-                                 for pid in group)
+            cpu_each = ", ".join(
+                f"{names[pid]} {(cpu_seconds([pid]) - before_each[pid]) / args.seconds * 100:.1f}"
+                for pid in group
+            )
             idle_pss = pss_kib(group)
             breakdown = ", ".join(f"{names[pid]} {pss_kib([pid]) / 1024:.1f}" for pid in group)
             clock = subprocess.Popen(
-                ["xterm", "-geometry", "30x2+600+300", "-e", "sh", "-c",
-                 "while :; do date +%T.%N; sleep 0.1; done"],
+                [
+                    "xterm",
+                    "-geometry",
+                    "30x2+600+300",
+                    "-e",
+                    "sh",
+                    "-c",
+                    "while :; do date +%T.%N; sleep 0.1; done",
+                ],
                 env={"PATH": "/usr/bin:/bin", "DISPLAY": server.display, "HOME": str(server.dir)},
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(2)
             before_broker = cpu_seconds(broker)
             busy_cpu = cpu_share(group, args.seconds)
@@ -342,24 +400,41 @@ def main() -> None:
         shutil.rmtree(os.environ["AIRLOCK_RDP_RUN_DIR"], ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
     del idle_broker
-    print(f"\nfirst remote frame after navigation start, {args.opens} page loads: "
-          f"median {statistics.median(first_frames):.0f} ms, max {max(first_frames):.0f} ms")
+    print(
+        f"\nfirst remote frame after navigation start, {args.opens} page loads: "
+        f"median {statistics.median(first_frames):.0f} ms, max {max(first_frames):.0f} ms"
+    )
     print(f"key to screen, {args.keys} keys, milliseconds")
     for name, values in (("browser via airlock", browser_keys), ("direct xfreerdp", direct)):
-        print(f"  {name:22s} p50 {percentile(values, 50):7.1f}  p99 {percentile(values, 99):7.1f}"
-              f"  max {max(values):7.1f}")
-    print(f"  added by airlock + browser: p50 {percentile(browser_keys, 50) - percentile(direct, 50):+.1f} ms")
+        print(
+            f"  {name:22s} p50 {percentile(values, 50):7.1f}  p99 {percentile(values, 99):7.1f}"
+            f"  max {max(values):7.1f}"
+        )
+    print(
+        f"  added by airlock + browser: p50 {percentile(browser_keys, 50) - percentile(direct, 50):+.1f} ms"
+    )
     print(f"session process group (Xvnc + xfreerdp + ffmpeg), {len(group)} processes:")
-    print(f"  idle:            CPU {idle_cpu * 100:5.1f} % of a core ({cpu_each} %),"
-          f" PSS {idle_pss / 1024:6.1f} MiB ({breakdown} MiB)")
-    print(f"  changing screen: CPU {busy_cpu * 100:5.1f} % of a core, PSS {busy_pss / 1024:6.1f} MiB;"
-          f" broker process (relay) {busy_broker * 100:5.1f} %")
+    print(
+        f"  idle:            CPU {idle_cpu * 100:5.1f} % of a core ({cpu_each} %),"
+        f" PSS {idle_pss / 1024:6.1f} MiB ({breakdown} MiB)"
+    )
+    print(
+        f"  changing screen: CPU {busy_cpu * 100:5.1f} % of a core, PSS {busy_pss / 1024:6.1f} MiB;"
+        f" broker process (relay) {busy_broker * 100:5.1f} %"
+    )
     per_session = busy_cpu + busy_broker
-    mem_avail = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                         if line.startswith("MemAvailable:")))
-    print(f"  sessions per 2-core machine at 80 % CPU with changing screens: "
-          f"~{int(1.6 / per_session) if per_session else 0}; "
-          f"idle sessions by memory ({mem_avail // 1024} MiB available): ~{mem_avail // max(1, idle_pss)}")
+    mem_avail = int(
+        next(
+            line.split()[1]
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemAvailable:")
+        )
+    )
+    print(
+        f"  sessions per 2-core machine at 80 % CPU with changing screens: "
+        f"~{int(1.6 / per_session) if per_session else 0}; "
+        f"idle sessions by memory ({mem_avail // 1024} MiB available): ~{mem_avail // max(1, idle_pss)}"
+    )
 
 
 if __name__ == "__main__":

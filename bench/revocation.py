@@ -117,8 +117,14 @@ class DeviceServer:
             process.exit(0)
 
         self.server = await asyncssh.create_server(
-            Server, "127.0.0.1", 0, server_host_keys=[self.key], process_factory=handle,
-            encoding=None, encryption_algs=["aes128-gcm@openssh.com"])
+            Server,
+            "127.0.0.1",
+            0,
+            server_host_keys=[self.key],
+            process_factory=handle,
+            encoding=None,
+            encryption_algs=["aes128-gcm@openssh.com"],
+        )
         self.port = self.server.sockets[0].getsockname()[1]
 
     def host_key_line(self) -> str:
@@ -136,7 +142,15 @@ def make_world(device: DeviceServer, n_max: int) -> dict[str, Any]:
 
     from broker import sshkeys, vault
     from broker.models import (
-        Credential, Device, Grant, Site, SSHPublicKey, TOTPDevice, User, Vendor, Zone,
+        Credential,
+        Device,
+        Grant,
+        Site,
+        SSHPublicKey,
+        TOTPDevice,
+        User,
+        Vendor,
+        Zone,
     )
     from sessions.models import ResponseRule, Sensor
 
@@ -144,23 +158,40 @@ def make_world(device: DeviceServer, n_max: int) -> dict[str, Any]:
     zone = Zone.objects.create(site=site, name="Bench zone", slug="bench-zone")
     # One action, so the measurement is the terminate path alone.
     ResponseRule.objects.create(zone=zone, severity="high", actions=["terminate"])
-    plc = Device.objects.create(slug="bench-plc", name="Bench PLC", zone=zone,
-                                ssh_host="127.0.0.1", ssh_port=device.port,
-                                ssh_host_key=device.host_key_line())
+    plc = Device.objects.create(
+        slug="bench-plc",
+        name="Bench PLC",
+        zone=zone,
+        ssh_host="127.0.0.1",
+        ssh_port=device.port,
+        ssh_host_key=device.host_key_line(),
+    )
     kid, blob = vault.seal("bench-device-pass")
-    Credential.objects.create(device=plc, protocol="ssh", username="bench", key_id=kid,
-                              ciphertext=blob)
+    Credential.objects.create(
+        device=plc, protocol="ssh", username="bench", key_id=kid, ciphertext=blob
+    )
     vendor = Vendor.objects.create(name="Bench vendor")
-    user = User.objects.create_user(username="benchvendor", password=uuid.uuid4().hex,
-                                    vendor=vendor)
+    user = User.objects.create_user(
+        username="benchvendor", password=uuid.uuid4().hex, vendor=vendor
+    )
     TOTPDevice.objects.create(user=user, name="bench", confirmed=True)
     now = timezone.now()
-    Grant.objects.create(user=user, device=plc, starts_at=now - timedelta(minutes=1),
-                         ends_at=now + timedelta(hours=4), protocols=["ssh"])
+    Grant.objects.create(
+        user=user,
+        device=plc,
+        starts_at=now - timedelta(minutes=1),
+        ends_at=now + timedelta(hours=4),
+        protocols=["ssh"],
+    )
     key = asyncssh.generate_private_key("ssh-ed25519")
     parsed = sshkeys.parse(key.export_public_key("openssh").decode())
-    SSHPublicKey.objects.create(user=user, public_key=parsed.openssh, algorithm=parsed.algorithm,
-                                bits=parsed.bits, fingerprint=parsed.fingerprint)
+    SSHPublicKey.objects.create(
+        user=user,
+        public_key=parsed.openssh,
+        algorithm=parsed.algorithm,
+        bits=parsed.bits,
+        fingerprint=parsed.fingerprint,
+    )
     secret = Sensor.new_secret()
     sensor = Sensor(name="bench-sensor", rate_per_minute=max(600, n_max * 4))
     sensor.set_secret(secret)
@@ -172,8 +203,9 @@ def make_world(device: DeviceServer, n_max: int) -> dict[str, Any]:
 
 
 def spawn(args: list[str], ready: str, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ), stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=dict(os.environ), stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 60
     while ready not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -200,9 +232,16 @@ async def open_vendor(gateway_port: int, key: Any, sem: asyncio.Semaphore) -> Ve
     v = Vendor()
     async with sem:
         v.conn = await asyncssh.connect(
-            "127.0.0.1", gateway_port, username="benchvendor+bench-plc", client_keys=[key],
-            known_hosts=None, config=None, agent_path=None, preferred_auth="publickey",
-            encryption_algs=["aes128-gcm@openssh.com"])
+            "127.0.0.1",
+            gateway_port,
+            username="benchvendor+bench-plc",
+            client_keys=[key],
+            known_hosts=None,
+            config=None,
+            agent_path=None,
+            preferred_auth="publickey",
+            encryption_algs=["aes128-gcm@openssh.com"],
+        )
         await v.conn.create_process("wait", encoding=None)
     return v
 
@@ -213,12 +252,14 @@ async def watch_close(v: Vendor) -> None:
 
 
 def post_signal(web_port: int, secret: str, session_code: str) -> tuple[float, float]:
-    from sessions.signals_intake import signed_headers
+    from sessions.anomalies.intake import signed_headers
 
-    body = json.dumps({"device": "bench-plc", "severity": "high", "kind": "bench",
-                       "session": session_code}).encode()
-    headers = signed_headers("bench-sensor", secret, body, timestamp=int(time.time()),
-                             nonce=uuid.uuid4().hex)
+    body = json.dumps(
+        {"device": "bench-plc", "severity": "high", "kind": "bench", "session": session_code}
+    ).encode()
+    headers = signed_headers(
+        "bench-sensor", secret, body, timestamp=int(time.time()), nonce=uuid.uuid4().hex
+    )
     headers["Content-Type"] = "application/json"
     conn = http.client.HTTPConnection("127.0.0.1", web_port, timeout=30)
     conn.connect()
@@ -233,8 +274,9 @@ def post_signal(web_port: int, secret: str, session_code: str) -> tuple[float, f
     return sent, returned
 
 
-async def run_size(n: int, gateway_port: int, web_port: int, world: dict[str, Any],
-                   device: DeviceServer) -> dict[str, list[float]]:
+async def run_size(
+    n: int, gateway_port: int, web_port: int, world: dict[str, Any], device: DeviceServer
+) -> dict[str, list[float]]:
     from channels.db import database_sync_to_async
 
     from sessions.models import Session
@@ -244,9 +286,13 @@ async def run_size(n: int, gateway_port: int, web_port: int, world: dict[str, An
     # Open one at a time in order so the n-th session row is the n-th vendor.
     for _ in range(n):
         vendors.append(await open_vendor(gateway_port, world["key"], sem))
-    codes = await database_sync_to_async(lambda: list(
-        Session.objects.filter(ended_at=None).order_by("started_at", "id")
-        .values_list("code", flat=True)))()
+    codes = await database_sync_to_async(
+        lambda: list(
+            Session.objects.filter(ended_at=None)
+            .order_by("started_at", "id")
+            .values_list("code", flat=True)
+        )
+    )()
     if len(codes) != n:
         raise SystemExit(f"expected {n} live sessions, found {len(codes)}")
     for v, code in zip(vendors, codes):
@@ -262,8 +308,9 @@ async def run_size(n: int, gateway_port: int, web_port: int, world: dict[str, An
     for i in order:
         v = vendors[i]
         known = set(device.closed_at)
-        sent, returned = await loop.run_in_executor(None, post_signal, web_port, world["secret"],
-                                                    v.code)
+        sent, returned = await loop.run_in_executor(
+            None, post_signal, web_port, world["secret"], v.code
+        )
         await asyncio.wait_for(watchers[i], 30)
         post_ms.append((returned - sent) * 1000)
         client_ms.append((v.closed_at - returned) * 1000)
@@ -278,9 +325,13 @@ async def run_size(n: int, gateway_port: int, web_port: int, world: dict[str, An
             if time.perf_counter() > deadline:
                 raise SystemExit("the device side did not close")
             await asyncio.sleep(0.001)
-    return {"client": client_ms, "device": device_ms, "post": post_ms,
-            "client_from_send": [c + p for c, p in zip(client_ms, post_ms)],
-            "device_from_send": [d + p for d, p in zip(device_ms, post_ms)]}
+    return {
+        "client": client_ms,
+        "device": device_ms,
+        "post": post_ms,
+        "client_from_send": [c + p for c, p in zip(client_ms, post_ms)],
+        "device_from_send": [d + p for d, p in zip(device_ms, post_ms)],
+    }
 
 
 def pct(values: list[float], p: float) -> float:
@@ -298,31 +349,58 @@ def sweep_bench(grants: int, live_rows: int) -> tuple[float, int]:
     from django.utils import timezone
 
     from broker.models import Device, Grant, TOTPDevice, User, Vendor, Zone
-    from sessions import sweep
+    from sessions.live import sweep
     from sessions.models import Session
 
     rng = random.Random(7)
     now = timezone.now()
     vendor = Vendor.objects.get(name="Bench vendor")
     zone = Zone.objects.get(slug="bench-zone")
-    users = User.objects.bulk_create([
-        User(username=f"sweep{i}", vendor=vendor, password="!") for i in range(500)])
-    TOTPDevice.objects.bulk_create([TOTPDevice(user=u, name="bench", confirmed=True) for u in users])
-    devices = Device.objects.bulk_create([
-        Device(slug=f"sweep-plc-{i}", name=f"PLC {i}", zone=zone, ssh_host=f"10.9.0.{i + 1}")
-        for i in range(20)])
+    users = User.objects.bulk_create(
+        [User(username=f"sweep{i}", vendor=vendor, password="!") for i in range(500)]
+    )
+    TOTPDevice.objects.bulk_create(
+        [TOTPDevice(user=u, name="bench", confirmed=True) for u in users]
+    )
+    devices = Device.objects.bulk_create(
+        [
+            Device(slug=f"sweep-plc-{i}", name=f"PLC {i}", zone=zone, ssh_host=f"10.9.0.{i + 1}")
+            for i in range(20)
+        ]
+    )
     rows = []
     for i in range(grants):
         start = now + timedelta(minutes=rng.randint(-48 * 60, 24 * 60))
-        rows.append(Grant(user=rng.choice(users), device=rng.choice(devices), protocols=["ssh"],
-                          starts_at=start, ends_at=start + timedelta(hours=rng.randint(1, 8)),
-                          revoked_at=now if i % 20 == 0 else None))
+        rows.append(
+            Grant(
+                user=rng.choice(users),
+                device=rng.choice(devices),
+                protocols=["ssh"],
+                starts_at=start,
+                ends_at=start + timedelta(hours=rng.randint(1, 8)),
+                revoked_at=now if i % 20 == 0 else None,
+            )
+        )
     Grant.objects.bulk_create(rows, batch_size=1000)
-    covering = list(Grant.objects.filter(user__username__startswith="sweep", revoked_at=None,
-                                         starts_at__lte=now, ends_at__gt=now)[:live_rows])
-    Session.objects.bulk_create([
-        Session(user_id=g.user_id, device_id=g.device_id, grant=g, source_ip="127.0.0.1",
-                last_seen_at=now, gateway_id="bench") for g in covering], batch_size=1000)
+    covering = list(
+        Grant.objects.filter(
+            user__username__startswith="sweep", revoked_at=None, starts_at__lte=now, ends_at__gt=now
+        )[:live_rows]
+    )
+    Session.objects.bulk_create(
+        [
+            Session(
+                user_id=g.user_id,
+                device_id=g.device_id,
+                grant=g,
+                source_ip="127.0.0.1",
+                last_seen_at=now,
+                gateway_id="bench",
+            )
+            for g in covering
+        ],
+        batch_size=1000,
+    )
     started = time.perf_counter()
     sweep.run(timezone.now())
     return (time.perf_counter() - started) * 1000, len(covering)
@@ -334,30 +412,52 @@ async def main_async(args: argparse.Namespace, var_dir: str) -> None:
     from channels.db import database_sync_to_async
 
     world = await database_sync_to_async(make_world)(device, max(args.sizes))
-    from sessions.gateway import host_key_line
+    from sessions.doors.ssh.gateway import host_key_line
 
     await database_sync_to_async(host_key_line)()  # create the gateway key before it starts
     gateway_port, web_port = free_port(), free_port()
     logs = Path(var_dir)
-    gateway = spawn([sys.executable, "manage.py", "rungateway", "--listen",
-                     f"127.0.0.1:{gateway_port}"], "SSH gateway on", logs / "gateway.log")
-    web = spawn([sys.executable, "-m", "uvicorn", "broker.asgi:application", "--host", "127.0.0.1",
-                 "--port", str(web_port), "--no-access-log", "--log-level", "info"],
-                "Uvicorn running", logs / "web.log")
+    gateway = spawn(
+        [sys.executable, "manage.py", "rungateway", "--listen", f"127.0.0.1:{gateway_port}"],
+        "SSH gateway on",
+        logs / "gateway.log",
+    )
+    web = spawn(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "broker.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(web_port),
+            "--no-access-log",
+            "--log-level",
+            "info",
+        ],
+        "Uvicorn running",
+        logs / "web.log",
+    )
     results = []
     try:
         for n in args.sizes:
             r = await run_size(n, gateway_port, web_port, world, device)
             results.append((n, r))
             print(f"N={n}", flush=True)
-            for label, key in (("POST round trip", "post"),
-                               ("client EOF after the POST returned", "client"),
-                               ("device close after the POST returned", "device"),
-                               ("client EOF after the POST was sent", "client_from_send"),
-                               ("device close after the POST was sent", "device_from_send")):
+            for label, key in (
+                ("POST round trip", "post"),
+                ("client EOF after the POST returned", "client"),
+                ("device close after the POST returned", "device"),
+                ("client EOF after the POST was sent", "client_from_send"),
+                ("device close after the POST was sent", "device_from_send"),
+            ):
                 values = r[key]
-                print(f"  {label:40s} p50 {statistics.median(values):7.1f} ms  "
-                      f"p99 {pct(values, 99):7.1f} ms  max {max(values):7.1f} ms", flush=True)
+                print(
+                    f"  {label:40s} p50 {statistics.median(values):7.1f} ms  "
+                    f"p99 {pct(values, 99):7.1f} ms  max {max(values):7.1f} ms",
+                    flush=True,
+                )
     finally:
         for proc in (web, gateway):
             proc.terminate()
@@ -367,18 +467,25 @@ async def main_async(args: argparse.Namespace, var_dir: str) -> None:
                 proc.kill()
         device.server.close()
     ms, rows = await database_sync_to_async(sweep_bench)(args.sweep_grants, max(args.sizes))
-    print(f"sweep: {args.sweep_grants} grants, {rows} live sessions re-authorized in {ms:.0f} ms",
-          flush=True)
+    print(
+        f"sweep: {args.sweep_grants} grants, {rows} live sessions re-authorized in {ms:.0f} ms",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10,100,500",
-                        type=lambda s: [int(x) for x in s.split(",")])
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL",
-                                                               "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--database-url", default="",
-                        help="PostgreSQL URL (an empty database); default: a SQLite file")
+    parser.add_argument(
+        "--sizes", default="10,100,500", type=lambda s: [int(x) for x in s.split(",")]
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="PostgreSQL URL (an empty database); default: a SQLite file",
+    )
     parser.add_argument("--sweep-grants", type=int, default=10_000)
     args = parser.parse_args()
     var_dir = tempfile.mkdtemp(prefix="airlock-bench-")

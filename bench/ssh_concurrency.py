@@ -57,12 +57,23 @@ async def open_session(world, key, sem: asyncio.Semaphore, typist: Typist):
 
     async with sem:
         conn = await asyncssh.connect(
-            "127.0.0.1", world.gateway_port, username=world.login, client_keys=[key],
-            known_hosts=str(world.known_hosts), config=None, agent_path=None,
-            encryption_algs=[CIPHER], compression_algs=None)
+            "127.0.0.1",
+            world.gateway_port,
+            username=world.login,
+            client_keys=[key],
+            known_hosts=str(world.known_hosts),
+            config=None,
+            agent_path=None,
+            encryption_algs=[CIPHER],
+            compression_algs=None,
+        )
         chan, session = await conn.create_session(
-            Session, "stty raw -echo; echo READY; exec cat", term_type="xterm",
-            term_size=(80, 24), encoding=None)
+            Session,
+            "stty raw -echo; echo READY; exec cat",
+            term_type="xterm",
+            term_size=(80, 24),
+            encoding=None,
+        )
         await asyncio.wait_for(session.ready, 60)
     return conn, chan
 
@@ -101,7 +112,7 @@ async def run_size(world, n: int, seconds: int, profile: str | None = None) -> d
             chan.write(b"x")
             try:
                 await asyncio.wait_for(fut, 30)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             await asyncio.sleep(1.0)
         return own.samples
@@ -110,31 +121,56 @@ async def run_size(world, n: int, seconds: int, profile: str | None = None) -> d
     if profile:
         import subprocess
 
-        spy = subprocess.Popen(["py-spy", "record", "-p", str(pid), "-o", f"{profile}.{n}",
-                                "--format", "raw", "-r", "200", "-d", str(seconds)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "-p",
+                str(pid),
+                "-o",
+                f"{profile}.{n}",
+                "--format",
+                "raw",
+                "-r",
+                "200",
+                "-d",
+                str(seconds),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     results = await asyncio.gather(*(per_chan(oc) for oc in opened))
     if spy is not None:
         spy.wait(60)
     typing_s = time.perf_counter() - t1
     cpu_typing = cpu_seconds(pid) - cpu1
     samples = [s for r in results for s in r]
-    for conn, chan in opened:
+    for conn, _chan in opened:
         conn.close()
     await asyncio.gather(*(conn.wait_closed() for conn, _ in opened), return_exceptions=True)
-    return {"n": n, "open_s": open_s, "cpu_open": cpu_open,
-            "rss_per_session_kib": (rss_idle - rss0) / n, "rss_idle_mib": rss_idle / 1024,
-            "cpu_per_s_typing": cpu_typing / typing_s, "p50": percentile(samples, 50),
-            "p99": percentile(samples, 99), "max": max(samples) if samples else float("nan"),
-            "keys": len(samples)}
+    return {
+        "n": n,
+        "open_s": open_s,
+        "cpu_open": cpu_open,
+        "rss_per_session_kib": (rss_idle - rss0) / n,
+        "rss_idle_mib": rss_idle / 1024,
+        "cpu_per_s_typing": cpu_typing / typing_s,
+        "p50": percentile(samples, 50),
+        "p99": percentile(samples, 99),
+        "max": max(samples) if samples else float("nan"),
+        "keys": len(samples),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000")
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--profile", metavar="PREFIX",
-                        help="py-spy the gateway while the sessions type (collapsed stacks)")
+    parser.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="py-spy the gateway while the sessions type (collapsed stacks)",
+    )
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
@@ -149,11 +185,15 @@ def main() -> None:
     finally:
         world.stop()
     print("\nconcurrent interactive sessions through one gateway process")
-    print("     N  open(s)  CPU open(s)  RSS/idle session  gateway RSS  CPU while typing  keystroke p50/p99/max (ms)")
+    print(
+        "     N  open(s)  CPU open(s)  RSS/idle session  gateway RSS  CPU while typing  keystroke p50/p99/max (ms)"
+    )
     for r in rows:
-        print(f"{r['n']:6d} {r['open_s']:8.1f} {r['cpu_open']:12.1f} {r['rss_per_session_kib']:13.0f} KiB "
-              f"{r['rss_idle_mib']:8.0f} MiB {100 * r['cpu_per_s_typing']:14.0f} %   "
-              f"{r['p50']:.2f} / {r['p99']:.2f} / {r['max']:.2f}  ({r['keys']} keys)")
+        print(
+            f"{r['n']:6d} {r['open_s']:8.1f} {r['cpu_open']:12.1f} {r['rss_per_session_kib']:13.0f} KiB "
+            f"{r['rss_idle_mib']:8.0f} MiB {100 * r['cpu_per_s_typing']:14.0f} %   "
+            f"{r['p50']:.2f} / {r['p99']:.2f} / {r['max']:.2f}  ({r['keys']} keys)"
+        )
     print("target: <= 256 KiB RSS per idle session at 1,000 sessions")
 
 

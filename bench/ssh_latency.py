@@ -35,9 +35,13 @@ def read_exact(fd: int, n: int, timeout: float = 30) -> bytes:
 
 
 def measure(cmd: list[str], keys: int) -> list[float]:
-    proc = subprocess.Popen([*cmd[:1], "-tt", *cmd[1:], "stty raw -echo; echo READY; exec cat"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            bufsize=0)
+    proc = subprocess.Popen(
+        [*cmd[:1], "-tt", *cmd[1:], "stty raw -echo; echo READY; exec cat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
     out = proc.stdout.fileno()
     buf = b""
     while not (b"READY" in buf and buf.endswith(b"\n")):
@@ -76,11 +80,15 @@ def main() -> None:
         world.stop()
     print(f"\nkeystroke round trip, {args.keys} single bytes per path, milliseconds")
     for name, values in results.items():
-        print(f"  {name:9s} p50 {percentile(values, 50):6.3f}  p99 {percentile(values, 99):6.3f}  "
-              f"max {max(values):6.3f}")
+        print(
+            f"  {name:9s} p50 {percentile(values, 50):6.3f}  p99 {percentile(values, 99):6.3f}  "
+            f"max {max(values):6.3f}"
+        )
     a, p = results["airlock"], results["proxyjump"]
-    print(f"  airlock added over proxyjump: p50 {percentile(a, 50) - percentile(p, 50):+.3f} ms "
-          f"(target <= 0.3), p99 {percentile(a, 99) - percentile(p, 99):+.3f} ms (target <= 1)")
+    print(
+        f"  airlock added over proxyjump: p50 {percentile(a, 50) - percentile(p, 50):+.3f} ms "
+        f"(target <= 0.3), p99 {percentile(a, 99) - percentile(p, 99):+.3f} ms (target <= 1)"
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--profile", metavar="FILE",
-                        help="py-spy the gateway during the last Airlock run (collapsed stacks)")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="py-spy the gateway during the last Airlock run (collapsed stacks)",
+    )
     args = parser.parse_args()
     size = args.mib * 1024 * 1024
     world = build()
@@ -65,9 +68,22 @@ def main() -> None:
             for name, cmd in paths.items():
                 spy = None
                 if args.profile and name == "airlock" and i == args.runs - 1:
-                    spy = subprocess.Popen(["py-spy", "record", "-p", str(world.gateway_pid()),
-                                            "-o", args.profile, "--format", "raw", "-r", "200"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    spy = subprocess.Popen(
+                        [
+                            "py-spy",
+                            "record",
+                            "-p",
+                            str(world.gateway_pid()),
+                            "-o",
+                            args.profile,
+                            "--format",
+                            "raw",
+                            "-r",
+                            "200",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                     time.sleep(1)
                 results[name].append(run(cmd, path, size))
                 if spy is not None:
@@ -75,12 +91,16 @@ def main() -> None:
                     spy.wait(60)
                 print(f"run {i + 1}: {name:9s} {results[name][-1]:8.1f} MB/s", flush=True)
         med = {name: statistics.median(v) for name, v in results.items()}
-        print(f"\n{args.mib} MiB of output, median of {args.runs} runs, cipher aes128-gcm on every leg")
+        print(
+            f"\n{args.mib} MiB of output, median of {args.runs} runs, cipher aes128-gcm on every leg"
+        )
         for name in paths:
             print(f"  {name:9s} {med[name]:8.1f} MB/s")
         print(f"  airlock / proxyjump = {med['airlock'] / med['proxyjump']:.2f}  (target >= 0.80)")
         print(f"  airlock / direct    = {med['airlock'] / med['direct']:.2f}")
-        print(f"  recordings written: {sum(f.stat().st_size for f in (world.tmp / 'var' / 'recordings').rglob('*.cast')) / 1e6:.0f} MB")
+        print(
+            f"  recordings written: {sum(f.stat().st_size for f in (world.tmp / 'var' / 'recordings').rglob('*.cast')) / 1e6:.0f} MB"
+        )
     finally:
         if os.path.exists(path):
             os.unlink(path)

@@ -45,22 +45,46 @@ class World:
     procs: list = field(default_factory=list)
 
     def base(self) -> list[str]:
-        return ["ssh", "-F", "/dev/null", "-i", str(self.key), "-o", "IdentitiesOnly=yes",
-                "-o", "IdentityAgent=none", "-o", "BatchMode=yes", "-o", f"Ciphers={CIPHER}",
-                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                "-o", "Compression=no"]
+        return [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"Ciphers={CIPHER}",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "Compression=no",
+        ]
 
     def paths(self) -> dict[str, list[str]]:
         """name → ssh command prefix (append the remote command)."""
         from tests.sshd import DEVICE_USER
 
         dev = self.device
-        jump_cmd = " ".join([*self.base(), "-W", "%h:%p", "-p", str(self.jump.port),
-                             f"{DEVICE_USER}@127.0.0.1"])
+        jump_cmd = " ".join(
+            [*self.base(), "-W", "%h:%p", "-p", str(self.jump.port), f"{DEVICE_USER}@127.0.0.1"]
+        )
         return {
             "direct": [*self.base(), "-p", str(dev.port), f"{DEVICE_USER}@127.0.0.1"],
-            "proxyjump": [*self.base(), "-o", f"ProxyCommand={jump_cmd}", "-p", str(dev.port),
-                          f"{DEVICE_USER}@127.0.0.1"],
+            "proxyjump": [
+                *self.base(),
+                "-o",
+                f"ProxyCommand={jump_cmd}",
+                "-p",
+                str(dev.port),
+                f"{DEVICE_USER}@127.0.0.1",
+            ],
             "airlock": [*self.base(), "-p", str(self.gateway_port), f"{self.login}@127.0.0.1"],
         }
 
@@ -92,10 +116,26 @@ def start_uvicorn(tmp: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     log = tmp / "uvicorn.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "broker.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--ws", "websockets-sansio", "--log-level", "warning",
-         "--no-access-log"],
-        cwd=ROOT, env=dict(os.environ), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "broker.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ws",
+            "websockets-sansio",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -146,22 +186,37 @@ def build(*, env: dict[str, str] | None = None) -> World:
     login, user_code = _airlock_world(device, pub, DEVICE_PASSWORD)
     port = free_port()
     log = tmp / "gateway.log"
-    proc = subprocess.Popen([sys.executable, "manage.py", "rungateway", "--listen", f"127.0.0.1:{port}"],
-                            cwd=ROOT, env=dict(os.environ), stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "rungateway", "--listen", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while "host key" not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"rungateway did not start:\n{log.read_text(errors='replace')}")
         time.sleep(0.1)
-    from sessions.gateway import host_key_line
+    from sessions.doors.ssh.gateway import host_key_line
 
     known = tmp / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {host_key_line()}\n"
-                     f"[127.0.0.1]:{device.port} {device.host_key_line}\n"
-                     f"[127.0.0.1]:{jump.port} {jump.host_key_line}\n")
-    return World(tmp=tmp, device=device, jump=jump, gateway_port=port, gateway_proc=proc, key=key,
-                 login=login, known_hosts=known, user_code=user_code)
+    known.write_text(
+        f"[127.0.0.1]:{port} {host_key_line()}\n"
+        f"[127.0.0.1]:{device.port} {device.host_key_line}\n"
+        f"[127.0.0.1]:{jump.port} {jump.host_key_line}\n"
+    )
+    return World(
+        tmp=tmp,
+        device=device,
+        jump=jump,
+        gateway_port=port,
+        gateway_proc=proc,
+        key=key,
+        login=login,
+        known_hosts=known,
+        user_code=user_code,
+    )
 
 
 def _airlock_world(device: Any, pub: str, password: str) -> tuple[str, str]:
@@ -189,20 +244,37 @@ def _airlock_world(device: Any, pub: str, password: str) -> tuple[str, str]:
     if ResponseRule is not None:
         for severity in ("low", "medium", "high", "critical"):
             ResponseRule.objects.create(zone=zone, severity=severity, actions=["record"])
-    plc = Device.objects.create(slug="bench-plc", name="Bench PLC", zone=zone, ssh_host="127.0.0.1",
-                                ssh_port=device.port, ssh_host_key=device.host_key_line)
+    plc = Device.objects.create(
+        slug="bench-plc",
+        name="Bench PLC",
+        zone=zone,
+        ssh_host="127.0.0.1",
+        ssh_port=device.port,
+        ssh_host_key=device.host_key_line,
+    )
     kid, blob = vault.seal(password)
-    Credential.objects.create(device=plc, protocol="ssh", username=DEVICE_USER, key_id=kid,
-                              ciphertext=blob)
+    Credential.objects.create(
+        device=plc, protocol="ssh", username=DEVICE_USER, key_id=kid, ciphertext=blob
+    )
     vendor = Vendor.objects.create(name="Bench vendor")
     user = User.objects.create_user(username="bench", password=os.urandom(8).hex(), vendor=vendor)
     TOTPDevice.objects.create(user=user, name="bench", confirmed=True)
     now = timezone.now()
-    Grant.objects.create(user=user, device=plc, starts_at=now - timedelta(minutes=1),
-                         ends_at=now + timedelta(hours=8), protocols=["ssh"])
+    Grant.objects.create(
+        user=user,
+        device=plc,
+        starts_at=now - timedelta(minutes=1),
+        ends_at=now + timedelta(hours=8),
+        protocols=["ssh"],
+    )
     parsed = sshkeys.parse(pub)
-    SSHPublicKey.objects.create(user=user, public_key=parsed.openssh, algorithm=parsed.algorithm,
-                                bits=parsed.bits, fingerprint=parsed.fingerprint)
+    SSHPublicKey.objects.create(
+        user=user,
+        public_key=parsed.openssh,
+        algorithm=parsed.algorithm,
+        bits=parsed.bits,
+        fingerprint=parsed.fingerprint,
+    )
     return f"bench+{plc.slug}", str(user.code)
 
 

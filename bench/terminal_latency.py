@@ -30,7 +30,6 @@ import time
 from ssh_latency import measure
 from sshbench import build, percentile, start_uvicorn
 
-
 MEASURE_JS = """async ([keys, warmup]) => {
   const term = window.airlockTerminal;
   const samples = [];
@@ -57,10 +56,9 @@ SCREEN_JS = """() => {
 def browser_samples(port: int, user_code: str, keys: int) -> list[float]:
     from playwright.sync_api import sync_playwright
 
-    from tests.conftest import CHROMIUM, CHROMIUM_ARGS
-
     from broker.models import Grant, User
     from tests.browser_session import session_cookie
+    from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 
     user = User.objects.get(code=user_code)
     grant = Grant.objects.filter(user=user).first()
@@ -73,7 +71,9 @@ def browser_samples(port: int, user_code: str, keys: int) -> list[float]:
         page = context.new_page()
         page.goto(f"{base}/access/grants/{grant.code}/terminal/")
         page.wait_for_selector("#terminal-state.pill-ok", timeout=60000)
-        page.evaluate("() => window.airlockTerminal.input('stty raw -echo; echo RE\"\"ADY; exec cat\\r', true)")
+        page.evaluate(
+            "() => window.airlockTerminal.input('stty raw -echo; echo RE\"\"ADY; exec cat\\r', true)"
+        )
         deadline = time.monotonic() + 30
         while "READY" not in page.evaluate(SCREEN_JS):
             if time.monotonic() > deadline:
@@ -102,8 +102,12 @@ def websocket_samples(port: int, user_code: str, keys: int) -> list[float]:
 
     async def run() -> list[float]:
         url = f"ws://127.0.0.1:{port}/ws/terminal/{grant.code}/?cols=80&rows=24"
-        async with connect(url, origin=origin, additional_headers={"Cookie": f"sessionid={cookie}"},
-                           compression=None) as ws:
+        async with connect(
+            url,
+            origin=origin,
+            additional_headers={"Cookie": f"sessionid={cookie}"},
+            compression=None,
+        ) as ws:
             while True:
                 message = await ws.recv()
                 if isinstance(message, str) and jsonlib.loads(message).get("state") == "connected":
@@ -156,13 +160,17 @@ def main() -> None:
         world.stop()
     print(f"\nkeystroke echo, {args.keys} keys per path, milliseconds")
     for name, values in results.items():
-        print(f"  {name:24s} p50 {percentile(values, 50):7.3f}  p99 {percentile(values, 99):7.3f}"
-              f"  max {max(values):7.3f}")
+        print(
+            f"  {name:24s} p50 {percentile(values, 50):7.3f}  p99 {percentile(values, 99):7.3f}"
+            f"  max {max(values):7.3f}"
+        )
     b, n = results["browser terminal"], results["native ssh via airlock"]
-    print(f"  browser vs native: p50 {percentile(b, 50) / percentile(n, 50):.2f}x "
-          f"({percentile(b, 50) - percentile(n, 50):+.3f} ms), "
-          f"p99 {percentile(b, 99) / percentile(n, 99):.2f}x "
-          f"({percentile(b, 99) - percentile(n, 99):+.3f} ms)")
+    print(
+        f"  browser vs native: p50 {percentile(b, 50) / percentile(n, 50):.2f}x "
+        f"({percentile(b, 50) - percentile(n, 50):+.3f} ms), "
+        f"p99 {percentile(b, 99) / percentile(n, 99):.2f}x "
+        f"({percentile(b, 99) - percentile(n, 99):+.3f} ms)"
+    )
 
 
 if __name__ == "__main__":

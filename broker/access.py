@@ -12,9 +12,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db.models import Q
-from broker.models import TOTPDevice
 
-from broker.models import Device, Grant, Lock, User
+from broker.models import Device, Grant, Lock, TOTPDevice, User
 
 
 class Reason:
@@ -76,14 +75,14 @@ def _check_locks(user: User, device: Device, grants: list[Grant], at: datetime) 
     if lock is not None:
         until = f" until {local_time(device, lock.expires_at, at)}" if lock.expires_at else ""
         raise AccessDenied(
-            Reason.LOCKED, f"access is locked ({lock.target_label}){until}: {lock.reason}", lock=lock
+            Reason.LOCKED,
+            f"access is locked ({lock.target_label}){until}: {lock.reason}",
+            lock=lock,
         )
 
 
 def _choose_grant(user: User, device: Device, protocol: str, at: datetime) -> Grant:
-    candidates = list(
-        Grant.objects.filter(user=user, device=device).order_by("starts_at")
-    )
+    candidates = list(Grant.objects.filter(user=user, device=device).order_by("starts_at"))
     usable = [g for g in candidates if g.covers(at, protocol)]
     if usable:
         # The one that lasts longest wins when windows overlap.
@@ -116,8 +115,9 @@ def _choose_grant(user: User, device: Device, protocol: str, at: datetime) -> Gr
     raise AccessDenied(Reason.NO_GRANT, f"you have no approved access to {device.slug}")
 
 
-def authorize(user: User, device: Device, *, protocol: str, at: datetime,
-              source_ip: str | None) -> Grant:
+def authorize(
+    user: User, device: Device, *, protocol: str, at: datetime, source_ip: str | None
+) -> Grant:
     """Return the Grant that lets `user` reach `device` over `protocol` at
     `at` from `source_ip`, or raise AccessDenied. Re-evaluated while a
     session runs (grant end, new locks), not only at connect."""
@@ -127,5 +127,7 @@ def authorize(user: User, device: Device, *, protocol: str, at: datetime,
     if not device.is_active:
         raise AccessDenied(Reason.DEVICE_INACTIVE, f"{device.slug} is out of service")
     if protocol not in device.protocols:
-        raise AccessDenied(Reason.PROTOCOL, f"{device.slug} cannot be reached over {protocol.upper()}")
+        raise AccessDenied(
+            Reason.PROTOCOL, f"{device.slug} cannot be reached over {protocol.upper()}"
+        )
     return _choose_grant(user, device, protocol, at)

@@ -13,21 +13,24 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
-from broker.models import StaticDevice
-from broker.models import TOTPDevice
 
 from broker import audit
 from broker.identity import client_ip
-from broker.models import ApproverGroup, Invitation, User, Vendor
+from broker.models import ApproverGroup, Invitation, StaticDevice, TOTPDevice, User, Vendor
 
 # --- people ---------------------------------------------------------------------
+
 
 # Only the names of changed fields are audited, never values (a password hash
 # must not reach the trail).
 def _audit_change(request: HttpRequest, action: str, obj: Any, changed: list[str]) -> None:
-    audit.record(action, actor=request.user, target=f"{obj._meta.model_name}:{obj}",
-                 source_ip=client_ip(request),
-                 data={"changed": sorted(changed)} if changed else {})
+    audit.record(
+        action,
+        actor=request.user,
+        target=f"{obj._meta.model_name}:{obj}",
+        source_ip=client_ip(request),
+        data={"changed": sorted(changed)} if changed else {},
+    )
 
 
 class AuditedAdmin(admin.ModelAdmin):
@@ -36,21 +39,33 @@ class AuditedAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         name = obj._meta.model_name
-        _audit_change(request, f"{name}.{'changed' if change else 'created'}", obj,
-                      list(form.changed_data) if change else [])
+        _audit_change(
+            request,
+            f"{name}.{'changed' if change else 'created'}",
+            obj,
+            list(form.changed_data) if change else [],
+        )
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         label = f"{obj._meta.model_name}:{obj}"
         super().delete_model(request, obj)
-        audit.record(f"{obj._meta.model_name}.deleted", actor=request.user, target=label,
-                     source_ip=client_ip(request))
+        audit.record(
+            f"{obj._meta.model_name}.deleted",
+            actor=request.user,
+            target=label,
+            source_ip=client_ip(request),
+        )
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         labels = [f"{o._meta.model_name}:{o}" for o in queryset]
         super().delete_queryset(request, queryset)
         for label in labels:
-            audit.record(f"{label.split(':')[0]}.deleted", actor=request.user, target=label,
-                         source_ip=client_ip(request))
+            audit.record(
+                f"{label.split(':')[0]}.deleted",
+                actor=request.user,
+                target=label,
+                source_ip=client_ip(request),
+            )
 
 
 class ApproverGroupMembershipInline(admin.TabularInline):
@@ -62,16 +77,29 @@ class ApproverGroupMembershipInline(admin.TabularInline):
 
 @admin.register(User)
 class UserAdmin(AuditedAdmin, DjangoUserAdmin):
-    list_display = ["username", "email", "vendor", "is_auditor", "is_staff", "is_active", "last_login"]
+    list_display = [
+        "username",
+        "email",
+        "vendor",
+        "is_auditor",
+        "is_staff",
+        "is_active",
+        "last_login",
+    ]
     list_filter = ["is_active", "is_staff", "is_auditor", "vendor", "approver_groups"]
     search_fields = ["username", "email", "first_name", "last_name"]
     readonly_fields = ["code", "last_login", "date_joined"]
     fieldsets = [
         (None, {"fields": ["username", "password", "code"]}),
         ("Person", {"fields": ["first_name", "last_name", "email"]}),
-        ("Role", {"fields": ["vendor", "is_auditor", "is_staff", "is_superuser", "is_active"],
-                  "description": "A vendor user belongs to one vendor and cannot be an auditor "
-                                 "or admin. Approvers are made by adding approver groups below."}),
+        (
+            "Role",
+            {
+                "fields": ["vendor", "is_auditor", "is_staff", "is_superuser", "is_active"],
+                "description": "A vendor user belongs to one vendor and cannot be an auditor "
+                "or admin. Approvers are made by adding approver groups below.",
+            },
+        ),
         ("Dates", {"fields": ["last_login", "date_joined"]}),
     ]
     inlines = [ApproverGroupMembershipInline]
@@ -81,8 +109,13 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
     def deactivate_users(self, request: HttpRequest, queryset: Any) -> None:
         for user in queryset.filter(is_active=True):
             if User.objects.filter(pk=user.pk, is_active=True).update(is_active=False) == 1:
-                audit.record("user.changed", actor=request.user, target=f"user:{user}",
-                             source_ip=client_ip(request), data={"changed": ["is_active"]})
+                audit.record(
+                    "user.changed",
+                    actor=request.user,
+                    target=f"user:{user}",
+                    source_ip=client_ip(request),
+                    data={"changed": ["is_active"]},
+                )
 
 
 @admin.register(Vendor)
@@ -106,11 +139,22 @@ class InvitationAdmin(admin.ModelAdmin):
     """Invitations are made on the portal's invite page (which emails the
     one-time link); here they are listed, and an unused one can be cancelled."""
 
-    list_display = ["username", "email", "vendor", "is_auditor", "is_staff", "created_at",
-                    "expires_at", "used_at", "invited_by"]
+    list_display = [
+        "username",
+        "email",
+        "vendor",
+        "is_auditor",
+        "is_staff",
+        "created_at",
+        "expires_at",
+        "used_at",
+        "invited_by",
+    ]
     list_filter = ["used_at", "vendor"]
     search_fields = ["username", "email"]
-    readonly_fields = [f.name for f in Invitation._meta.fields if f.name != "token_hash"] + ["approver_groups"]
+    readonly_fields = [f.name for f in Invitation._meta.fields if f.name != "token_hash"] + [
+        "approver_groups"
+    ]
     exclude = ["token_hash"]
     actions = ["cancel_invitations"]
 
@@ -128,10 +172,17 @@ class InvitationAdmin(admin.ModelAdmin):
         cancelled = 0
         for invitation in queryset.filter(used_at=None):
             # Expiring it now makes the link refuse, exactly like an old one.
-            if Invitation.objects.filter(pk=invitation.pk, used_at=None).update(expires_at=now) == 1:
+            if (
+                Invitation.objects.filter(pk=invitation.pk, used_at=None).update(expires_at=now)
+                == 1
+            ):
                 cancelled += 1
-                audit.record("invitation.cancelled", actor=request.user,
-                             target=f"invitation:{invitation.code}", source_ip=client_ip(request))
+                audit.record(
+                    "invitation.cancelled",
+                    actor=request.user,
+                    target=f"invitation:{invitation.code}",
+                    source_ip=client_ip(request),
+                )
         messages.info(request, f"{cancelled} invitation(s) cancelled.")
 
 
@@ -174,7 +225,15 @@ from django.views.decorators.debug import sensitive_post_parameters  # noqa: E40
 from broker import approvals  # noqa: E402
 from broker.identity import has_recent_otp  # noqa: E402
 from broker.models import (  # noqa: E402
-    AccessRequest, ApprovalRule, Credential, Device, Grant, Lock, Site, SSHPublicKey, Zone,
+    AccessRequest,
+    ApprovalRule,
+    Credential,
+    Device,
+    Grant,
+    Lock,
+    Site,
+    SSHPublicKey,
+    Zone,
 )
 
 
@@ -202,7 +261,10 @@ class ZoneAdmin(AuditedAdmin):
 
     @admin.display(description="approval policy")
     def policy(self, zone: Zone) -> str:
-        return " AND ".join(str(rule) for rule in zone.approval_rules.all()) or "— none: nobody can approve"
+        return (
+            " AND ".join(str(rule) for rule in zone.approval_rules.all())
+            or "— none: nobody can approve"
+        )
 
     @admin.display(description="time zone")
     def effective_timezone(self, zone: Zone) -> str:
@@ -212,9 +274,13 @@ class ZoneAdmin(AuditedAdmin):
         super().save_formset(request, form, formset, change)
         if formset.model is ApprovalRule and formset.has_changed():
             zone = form.instance
-            audit.record("zone.policy_changed", actor=request.user, target=f"zone:{zone.code}",
-                         source_ip=client_ip(request),
-                         data={"zone": str(zone), "policy": [str(r) for r in zone.approval_rules.all()]})
+            audit.record(
+                "zone.policy_changed",
+                actor=request.user,
+                target=f"zone:{zone.code}",
+                source_ip=client_ip(request),
+                data={"zone": str(zone), "policy": [str(r) for r in zone.approval_rules.all()]},
+            )
 
 
 class DeviceForm(forms.ModelForm):
@@ -230,8 +296,10 @@ class DeviceForm(forms.ModelForm):
             try:
                 key = asyncssh.import_public_key(text)
             except (asyncssh.KeyImportError, ValueError):
-                raise forms.ValidationError("Paste the device's host key as one OpenSSH public key "
-                                            "line (e.g. from ssh-keyscan).") from None
+                raise forms.ValidationError(
+                    "Paste the device's host key as one OpenSSH public key "
+                    "line (e.g. from ssh-keyscan)."
+                ) from None
             text = key.export_public_key("openssh").decode().strip()
         return text
 
@@ -243,16 +311,25 @@ class DeviceForm(forms.ModelForm):
             return ""
         digits = re.sub(r"[^0-9a-fA-F]", "", text.removeprefix("sha256:")).lower()
         if len(digits) != 64:
-            raise forms.ValidationError("A SHA-256 fingerprint has 64 hex digits "
-                                        "(`manage.py pinrdpcert` shows it).")
-        return ":".join(digits[i:i + 2] for i in range(0, 64, 2))
+            raise forms.ValidationError(
+                "A SHA-256 fingerprint has 64 hex digits (`manage.py pinrdpcert` shows it)."
+            )
+        return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
 
 
 @admin.register(Device)
 class DeviceAdmin(AuditedAdmin):
     form = DeviceForm
-    list_display = ["slug", "name", "kind", "zone", "ssh_endpoint", "rdp_endpoint", "host_key_pinned",
-                    "is_active"]
+    list_display = [
+        "slug",
+        "name",
+        "kind",
+        "zone",
+        "ssh_endpoint",
+        "rdp_endpoint",
+        "host_key_pinned",
+        "is_active",
+    ]
     list_filter = ["kind", "is_active", "zone__site", "zone"]
     search_fields = ["slug", "name", "ssh_host", "rdp_host"]
     readonly_fields = ["code"]
@@ -280,7 +357,9 @@ class CredentialForm(forms.ModelForm):
     vault, and never rendered back (not even masked)."""
 
     new_secret = forms.CharField(
-        required=False, strip=False, label="New secret",
+        required=False,
+        strip=False,
+        label="New secret",
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Password or private key. Leave empty to keep the stored secret.",
     )
@@ -320,24 +399,46 @@ class CredentialAdmin(AuditedAdmin):
         return f"set (vault key {credential.key_id}) — type a new secret above to replace it"
 
     @method_decorator(sensitive_post_parameters("new_secret"))
-    def changeform_view(self, request: HttpRequest, object_id: str | None = None,
-                        form_url: str = "", extra_context: Any = None) -> Any:
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: Any = None,
+    ) -> Any:
         # The secret is kept out of error reports (sensitive_post_parameters).
         # Setting or replacing a vault secret needs a fresh OTP (step-up).
         if not has_recent_otp(request):
             from django.utils.http import urlencode
 
-            return HttpResponseRedirect(f"{reverse('login-step-up')}?"
-                                        f"{urlencode({'next': request.get_full_path()})}")
+            return HttpResponseRedirect(
+                f"{reverse('login-step-up')}?{urlencode({'next': request.get_full_path()})}"
+            )
         return super().changeform_view(request, object_id, form_url, extra_context)
 
 
 @admin.register(SSHPublicKey)
 class SSHPublicKeyAdmin(AuditedAdmin):
-    list_display = ["user", "name", "algorithm", "bits", "fingerprint", "created_at", "last_used_at"]
+    list_display = [
+        "user",
+        "name",
+        "algorithm",
+        "bits",
+        "fingerprint",
+        "created_at",
+        "last_used_at",
+    ]
     search_fields = ["user__username", "fingerprint", "name"]
-    readonly_fields = ["code", "user", "public_key", "algorithm", "bits", "fingerprint", "created_at",
-                       "last_used_at"]
+    readonly_fields = [
+        "code",
+        "user",
+        "public_key",
+        "algorithm",
+        "bits",
+        "fingerprint",
+        "created_at",
+        "last_used_at",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # vendors register their own keys (with step-up) in the portal
@@ -382,7 +483,10 @@ class LockAdmin(ReadOnlyAdmin):
         return lock.target_label
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
-        extra_context = {**(extra_context or {}), "title": "Locks (create them on the portal's Locks page)"}
+        extra_context = {
+            **(extra_context or {}),
+            "title": "Locks (create them on the portal's Locks page)",
+        }
         return super().changelist_view(request, extra_context)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -392,10 +496,17 @@ class LockAdmin(ReadOnlyAdmin):
     @admin.action(description="Lift the selected locks")
     def lift_locks(self, request: HttpRequest, queryset: Any) -> None:
         if not has_recent_otp(request):
-            messages.error(request, format_html(
-                'Lifting a lock needs a fresh code: <a href="{}?next={}">confirm it is you</a>.',
-                reverse("login-step-up"), request.get_full_path()))
+            messages.error(
+                request,
+                format_html(
+                    'Lifting a lock needs a fresh code: <a href="{}?next={}">confirm it is you</a>.',
+                    reverse("login-step-up"),
+                    request.get_full_path(),
+                ),
+            )
             return
-        lifted = sum(approvals.lift_lock(request.user, lock, source_ip=client_ip(request))
-                     for lock in queryset)
+        lifted = sum(
+            approvals.lift_lock(request.user, lock, source_ip=client_ip(request))
+            for lock in queryset
+        )
         messages.info(request, f"{lifted} lock(s) lifted.")

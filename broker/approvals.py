@@ -29,7 +29,15 @@ from django.utils import timezone
 
 from broker import audit
 from broker.models import (
-    AccessRequest, Approval, ApprovalRule, ApproverGroup, Device, Grant, Lock, User, Vendor,
+    AccessRequest,
+    Approval,
+    ApprovalRule,
+    ApproverGroup,
+    Device,
+    Grant,
+    Lock,
+    User,
+    Vendor,
 )
 
 # A request "from the moment it is approved" expires if nobody decides it
@@ -48,6 +56,7 @@ class Refused(Exception):
 
 def _on_commit_task(task_name: str, *args: Any) -> None:
     """Queue a notification task once the current transaction commits."""
+
     def send() -> None:
         from broker import tasks
 
@@ -59,10 +68,19 @@ def _on_commit_task(task_name: str, *args: Any) -> None:
 # --- requests ---------------------------------------------------------------
 
 
-def submit_request(user: User, device: Device, *, protocols: list[str], starts_at: datetime | None,
-                   duration: timedelta, reason: str, wants_upload: bool = False,
-                   wants_download: bool = False, source_ip: str | None = None,
-                   at: datetime | None = None) -> AccessRequest:
+def submit_request(
+    user: User,
+    device: Device,
+    *,
+    protocols: list[str],
+    starts_at: datetime | None,
+    duration: timedelta,
+    reason: str,
+    wants_upload: bool = False,
+    wants_download: bool = False,
+    source_ip: str | None = None,
+    at: datetime | None = None,
+) -> AccessRequest:
     """A vendor user asks for `device` over `protocols` for a window.
     `starts_at=None` means "from the moment it is approved"."""
     at = at or timezone.now()
@@ -71,8 +89,13 @@ def submit_request(user: User, device: Device, *, protocols: list[str], starts_a
     if not user.vendor.is_contract_valid(at):
         raise Refused(f"The contract of {user.vendor.name} has ended.")
     if not device.is_active or not user.vendor.eligible_devices.filter(pk=device.pk).exists():
-        audit.record("request.refused", actor=user, target=f"device:{device.code}",
-                     source_ip=source_ip, data={"why": "not_eligible", "device": device.slug})
+        audit.record(
+            "request.refused",
+            actor=user,
+            target=f"device:{device.code}",
+            source_ip=source_ip,
+            data={"why": "not_eligible", "device": device.slug},
+        )
         raise Refused("Your organisation may not request access to this device.")
     protocols = sorted(set(protocols))
     if not protocols:
@@ -91,42 +114,66 @@ def submit_request(user: User, device: Device, *, protocols: list[str], starts_a
         raise Refused(f"The window is longer than {zone.name} allows ({hours:g} hours at most).")
     if starts_at is not None:
         if starts_at < at - START_SLACK:
-            raise Refused("The window starts in the past. Pick a later start, "
-                          "or ask for access from the moment it is approved.")
+            raise Refused(
+                "The window starts in the past. Pick a later start, "
+                "or ask for access from the moment it is approved."
+            )
         if starts_at > at + MAX_LEAD:
             raise Refused(f"The window may start at most {MAX_LEAD.days} days ahead.")
     if not zone.approval_rules.exists():
-        raise Refused(f"{zone.name} has no approval policy yet, so nobody could approve this. "
-                      "Ask the plant's administrator.")
+        raise Refused(
+            f"{zone.name} has no approval policy yet, so nobody could approve this. "
+            "Ask the plant's administrator."
+        )
     with transaction.atomic():
         req = AccessRequest.objects.create(
-            user=user, device=device, protocols=protocols, starts_at=starts_at,
-            duration=duration, reason=reason[:2000], wants_upload=wants_upload,
-            wants_download=wants_download, created_at=at,
+            user=user,
+            device=device,
+            protocols=protocols,
+            starts_at=starts_at,
+            duration=duration,
+            reason=reason[:2000],
+            wants_upload=wants_upload,
+            wants_download=wants_download,
+            created_at=at,
         )
-        audit.record("request.submitted", actor=user, target=f"request:{req.code}",
-                     source_ip=source_ip,
-                     data={"device": device.slug, "protocols": protocols,
-                           "starts_at": starts_at, "duration_minutes": duration.total_seconds() / 60,
-                           "upload": wants_upload, "download": wants_download})
+        audit.record(
+            "request.submitted",
+            actor=user,
+            target=f"request:{req.code}",
+            source_ip=source_ip,
+            data={
+                "device": device.slug,
+                "protocols": protocols,
+                "starts_at": starts_at,
+                "duration_minutes": duration.total_seconds() / 60,
+                "upload": wants_upload,
+                "download": wants_download,
+            },
+        )
         _on_commit_task("notify_request_submitted", req.pk)
     return req
 
 
-def cancel_request(user: User, req: AccessRequest, *, source_ip: str | None = None,
-                   at: datetime | None = None) -> None:
+def cancel_request(
+    user: User, req: AccessRequest, *, source_ip: str | None = None, at: datetime | None = None
+) -> None:
     """The vendor user who asked withdraws a pending request."""
     at = at or timezone.now()
     if req.user_id != user.pk:
         raise Refused("Only the person who asked can cancel a request.")
     with transaction.atomic():
-        changed = AccessRequest.objects.filter(pk=req.pk, status=AccessRequest.Status.PENDING).update(
-            status=AccessRequest.Status.CANCELLED, decided_at=at)
+        changed = AccessRequest.objects.filter(
+            pk=req.pk, status=AccessRequest.Status.PENDING
+        ).update(status=AccessRequest.Status.CANCELLED, decided_at=at)
         if not changed:
             req.refresh_from_db()
-            raise Refused(f"This request is {req.get_status_display().lower()} and cannot be cancelled.")
-        audit.record("request.cancelled", actor=user, target=f"request:{req.code}",
-                     source_ip=source_ip)
+            raise Refused(
+                f"This request is {req.get_status_display().lower()} and cannot be cancelled."
+            )
+        audit.record(
+            "request.cancelled", actor=user, target=f"request:{req.code}", source_ip=source_ip
+        )
     req.refresh_from_db()
 
 
@@ -158,7 +205,8 @@ class Progress:
         met = sum(1 for r in self.rules if r.is_met)
         pending = [
             r.group.name if r.needed == 1 else f"{r.group.name} ({r.got} of {r.needed})"
-            for r in self.rules if not r.is_met
+            for r in self.rules
+            if not r.is_met
         ]
         text = f"{met} of {len(self.rules)}"
         return f"{text}: {', '.join(pending)} pending" if pending else f"{text}: policy met"
@@ -167,16 +215,23 @@ class Progress:
 def quorum_progress(req: AccessRequest) -> Progress:
     approvals = list(req.approvals.filter(decision=Approval.Decision.APPROVE))
     rules = ApprovalRule.objects.filter(zone_id=req.device.zone_id).select_related("group")
-    return Progress([
-        RuleProgress(rule.group, rule.count, sum(1 for a in approvals if a.group_id == rule.group_id))
-        for rule in rules
-    ])
+    return Progress(
+        [
+            RuleProgress(
+                rule.group, rule.count, sum(1 for a in approvals if a.group_id == rule.group_id)
+            )
+            for rule in rules
+        ]
+    )
 
 
 def approver_groups_for(user: User, req: AccessRequest) -> list[ApproverGroup]:
     """The policy groups of the request's zone that `user` belongs to."""
-    return list(ApproverGroup.objects.filter(
-        rules__zone_id=req.device.zone_id, members=user).order_by("name"))
+    return list(
+        ApproverGroup.objects.filter(rules__zone_id=req.device.zone_id, members=user).order_by(
+            "name"
+        )
+    )
 
 
 def _counting_group(user: User, req: AccessRequest) -> ApproverGroup | None:
@@ -203,9 +258,18 @@ class _Refusal(Exception):
         self.why, self.message, self.audited = why, message, audited
 
 
-def decide(approver: User, req: AccessRequest, *, approve: bool, note: str = "",
-           ends_at: datetime | None = None, allow_upload: bool = True, allow_download: bool = True,
-           source_ip: str | None = None, at: datetime | None = None) -> Approval:
+def decide(
+    approver: User,
+    req: AccessRequest,
+    *,
+    approve: bool,
+    note: str = "",
+    ends_at: datetime | None = None,
+    allow_upload: bool = True,
+    allow_download: bool = True,
+    source_ip: str | None = None,
+    at: datetime | None = None,
+) -> Approval:
     """Record one approver's decision. A deny ends the request; an approval
     that completes the policy creates the Grant (exactly once).
 
@@ -214,25 +278,47 @@ def decide(approver: User, req: AccessRequest, *, approve: bool, note: str = "",
     at = at or timezone.now()
     try:
         with transaction.atomic():
-            approval = _decide_locked(approver, req, approve=approve, note=note, ends_at=ends_at,
-                                      allow_upload=allow_upload, allow_download=allow_download,
-                                      source_ip=source_ip, at=at)
+            approval = _decide_locked(
+                approver,
+                req,
+                approve=approve,
+                note=note,
+                ends_at=ends_at,
+                allow_upload=allow_upload,
+                allow_download=allow_download,
+                source_ip=source_ip,
+                at=at,
+            )
     except _Refusal as exc:
         # Audited outside the rolled-back transaction, so the record stays.
         if exc.why == "window_passed":
             with transaction.atomic():
                 _expire_one(req, at)
         elif exc.audited:
-            audit.record("approval.refused", actor=approver, target=f"request:{req.code}",
-                         source_ip=source_ip, data={"why": exc.why})
+            audit.record(
+                "approval.refused",
+                actor=approver,
+                target=f"request:{req.code}",
+                source_ip=source_ip,
+                data={"why": exc.why},
+            )
         raise Refused(exc.message) from None
     req.refresh_from_db()
     return approval
 
 
-def _decide_locked(approver: User, req: AccessRequest, *, approve: bool, note: str,
-                   ends_at: datetime | None, allow_upload: bool, allow_download: bool,
-                   source_ip: str | None, at: datetime) -> Approval:
+def _decide_locked(
+    approver: User,
+    req: AccessRequest,
+    *,
+    approve: bool,
+    note: str,
+    ends_at: datetime | None,
+    allow_upload: bool,
+    allow_download: bool,
+    source_ip: str | None,
+    at: datetime,
+) -> Approval:
     # Serialise decisions on this request: the second approver waits for
     # the first to commit and then sees their approval when counting.
     locked = AccessRequest.objects.select_for_update().get(pk=req.pk)
@@ -242,53 +328,88 @@ def _decide_locked(approver: User, req: AccessRequest, *, approve: bool, note: s
     if group is None:
         raise _Refusal("not_an_approver", "You are not an approver for this device's zone.")
     if locked.status != AccessRequest.Status.PENDING:
-        raise _Refusal(f"request_{locked.status}",
-                       f"This request is already {locked.get_status_display().lower()}; "
-                       "nothing was changed.")
+        raise _Refusal(
+            f"request_{locked.status}",
+            f"This request is already {locked.get_status_display().lower()}; nothing was changed.",
+        )
     if locked.approvals.filter(approver=approver).exists():
-        raise _Refusal("decided_twice", "You have already decided this request; a person counts once.")
+        raise _Refusal(
+            "decided_twice", "You have already decided this request; a person counts once."
+        )
     start, end = requested_window(locked, at)
     if end <= at:
         raise _Refusal("window_passed", "The requested window has passed; the request expired.")
     if approve and ends_at is not None and not (start < ends_at <= end):
         tz = locked.device.zone.tzinfo
-        raise _Refusal("bad_end", f"The shortened end must fall inside the window "
-                       f"({start.astimezone(tz):%d %b %H:%M} – {end.astimezone(tz):%d %b %H:%M %Z}).",
-                       audited=False)
+        raise _Refusal(
+            "bad_end",
+            f"The shortened end must fall inside the window "
+            f"({start.astimezone(tz):%d %b %H:%M} – {end.astimezone(tz):%d %b %H:%M %Z}).",
+            audited=False,
+        )
     try:
         with transaction.atomic():
             approval = Approval.objects.create(
-                request=locked, approver=approver, group=group,
+                request=locked,
+                approver=approver,
+                group=group,
                 decision=Approval.Decision.APPROVE if approve else Approval.Decision.DENY,
-                note=note.strip()[:2000], ends_at_limit=ends_at if approve else None,
-                allow_upload=allow_upload, allow_download=allow_download, created_at=at,
+                note=note.strip()[:2000],
+                ends_at_limit=ends_at if approve else None,
+                allow_upload=allow_upload,
+                allow_download=allow_download,
+                created_at=at,
             )
     except IntegrityError:
-        raise _Refusal("decided_twice",
-                       "You have already decided this request; a person counts once.") from None
-    audit.record("request.approved_by" if approve else "request.denied_by", actor=approver,
-                 target=f"request:{locked.code}", source_ip=source_ip,
-                 data={"group": group.name, "note": approval.note, "ends_at": approval.ends_at_limit,
-                       "allow_upload": allow_upload, "allow_download": allow_download})
+        raise _Refusal(
+            "decided_twice", "You have already decided this request; a person counts once."
+        ) from None
+    audit.record(
+        "request.approved_by" if approve else "request.denied_by",
+        actor=approver,
+        target=f"request:{locked.code}",
+        source_ip=source_ip,
+        data={
+            "group": group.name,
+            "note": approval.note,
+            "ends_at": approval.ends_at_limit,
+            "allow_upload": allow_upload,
+            "allow_download": allow_download,
+        },
+    )
     if not approve:
         _close(locked, AccessRequest.Status.DENIED, at)
-        audit.record("request.denied", actor=approver, target=f"request:{locked.code}",
-                     source_ip=source_ip)
+        audit.record(
+            "request.denied", actor=approver, target=f"request:{locked.code}", source_ip=source_ip
+        )
     elif quorum_progress(locked).is_met:
         start, end = granted_window(locked, at)
         if end <= start:
             # An earlier approver's shortened end has passed meanwhile.
-            raise _Refusal("window_passed", "The window the approvers allowed has already ended; "
-                           "the request expired. The vendor can ask again.")
+            raise _Refusal(
+                "window_passed",
+                "The window the approvers allowed has already ended; "
+                "the request expired. The vendor can ask again.",
+            )
         if not _close(locked, AccessRequest.Status.APPROVED, at):
             raise _Refusal(f"request_{locked.status}", "This request was decided meanwhile.")
         grant = _create_grant(locked, start, end, at)
-        audit.record("grant.created", actor=approver, target=f"grant:{grant.code}",
-                     source_ip=source_ip,
-                     data={"request": str(locked.code), "device": locked.device.slug,
-                           "user": locked.user.username, "starts_at": grant.starts_at,
-                           "ends_at": grant.ends_at, "protocols": grant.protocols,
-                           "upload": grant.allow_upload, "download": grant.allow_download})
+        audit.record(
+            "grant.created",
+            actor=approver,
+            target=f"grant:{grant.code}",
+            source_ip=source_ip,
+            data={
+                "request": str(locked.code),
+                "device": locked.device.slug,
+                "user": locked.user.username,
+                "starts_at": grant.starts_at,
+                "ends_at": grant.ends_at,
+                "protocols": grant.protocols,
+                "upload": grant.allow_upload,
+                "download": grant.allow_download,
+            },
+        )
     _on_commit_task("notify_decision", approval.pk)
     return approval
 
@@ -296,7 +417,8 @@ def _decide_locked(approver: User, req: AccessRequest, *, approve: bool, note: s
 def _close(req: AccessRequest, status: str, at: datetime) -> bool:
     """pending → status by compare-and-set; True if this call did it."""
     changed = AccessRequest.objects.filter(pk=req.pk, status=AccessRequest.Status.PENDING).update(
-        status=status, decided_at=at)
+        status=status, decided_at=at
+    )
     return changed == 1
 
 
@@ -311,8 +433,13 @@ def granted_window(req: AccessRequest, at: datetime) -> tuple[datetime, datetime
 def _create_grant(req: AccessRequest, start: datetime, end: datetime, at: datetime) -> Grant:
     approvals = list(req.approvals.filter(decision=Approval.Decision.APPROVE))
     return Grant.objects.create(
-        request=req, user=req.user, device=req.device, protocols=req.protocols,
-        starts_at=start, ends_at=end, created_at=at,
+        request=req,
+        user=req.user,
+        device=req.device,
+        protocols=req.protocols,
+        starts_at=start,
+        ends_at=end,
+        created_at=at,
         allow_upload=req.wants_upload and all(a.allow_upload for a in approvals),
         allow_download=req.wants_download and all(a.allow_download for a in approvals),
     )
@@ -343,44 +470,72 @@ def expire_pending(at: datetime) -> int:
 # --- grants -------------------------------------------------------------------
 
 
-def revoke_grant(actor: User | None, grant: Grant, *, reason: str, source_ip: str | None = None,
-                 at: datetime | None = None, ended_early: bool = False) -> bool:
-    """End a grant now through sessions.revocation.revoke() — the one seam
+def revoke_grant(
+    actor: User | None,
+    grant: Grant,
+    *,
+    reason: str,
+    source_ip: str | None = None,
+    at: datetime | None = None,
+    ended_early: bool = False,
+) -> bool:
+    """End a grant now through sessions.live.revocation.revoke() — the one seam
     that revokes: it writes the revocation by compare-and-set (so nothing
     new can start), audits, and pushes terminate to the live sessions.
     Returns False if the grant was already revoked (nothing changed)."""
-    from sessions import revocation
+    from sessions.live import revocation
 
-    result = revocation.revoke(grant, reason=reason, by=actor, source_ip=source_ip, at=at,
-                               data={"ended_early": ended_early})
+    result = revocation.revoke(
+        grant,
+        reason=reason,
+        by=actor,
+        source_ip=source_ip,
+        at=at,
+        data={"ended_early": ended_early},
+    )
     if result.changed:
         _on_commit_task("notify_grant_revoked", grant.pk)
     grant.refresh_from_db()
     return result.changed
 
 
-def end_grant_early(user: User, grant: Grant, *, source_ip: str | None = None,
-                    at: datetime | None = None) -> bool:
+def end_grant_early(
+    user: User, grant: Grant, *, source_ip: str | None = None, at: datetime | None = None
+) -> bool:
     """The vendor's "work done": their own grant ends now."""
     if grant.user_id != user.pk:
         raise Refused("Only the person the access was granted to can end it early.")
     if grant.revoked_at is not None or grant.ends_at <= (at or timezone.now()):
         raise Refused("This access has already ended.")
-    return revoke_grant(user, grant, reason="work done (ended early by the vendor)",
-                        source_ip=source_ip, at=at, ended_early=True)
+    return revoke_grant(
+        user,
+        grant,
+        reason="work done (ended early by the vendor)",
+        source_ip=source_ip,
+        at=at,
+        ended_early=True,
+    )
 
 
 # --- locks --------------------------------------------------------------------
 
 
-def create_lock(actor: User, *, vendor: Vendor | None = None, user: User | None = None,
-                device: Device | None = None, grant: Grant | None = None, reason: str,
-                ttl: timedelta | None = None, source_ip: str | None = None,
-                at: datetime | None = None) -> Lock:
+def create_lock(
+    actor: User,
+    *,
+    vendor: Vendor | None = None,
+    user: User | None = None,
+    device: Device | None = None,
+    grant: Grant | None = None,
+    reason: str,
+    ttl: timedelta | None = None,
+    source_ip: str | None = None,
+    at: datetime | None = None,
+) -> Lock:
     """Lock exactly one target. While the lock holds authorize() refuses
-    everything it names; sessions.revocation.revoke() writes it, audits it
+    everything it names; sessions.live.revocation.revoke() writes it, audits it
     and terminates the live sessions it names."""
-    from sessions import revocation
+    from sessions.live import revocation
 
     at = at or timezone.now()
     targets = [t for t in (vendor, user, device, grant) if t is not None]
@@ -391,21 +546,36 @@ def create_lock(actor: User, *, vendor: Vendor | None = None, user: User | None 
         raise Refused("Say why you lock it: the vendor sees the reason.")
     if ttl is not None and ttl <= timedelta(0):
         raise Refused("The lock's duration must be positive (or leave it empty for no expiry).")
-    result = revocation.revoke(targets[0], reason=reason, by=actor, source_ip=source_ip,
-                               lock=True, until=at + ttl if ttl else None, at=at)
+    result = revocation.revoke(
+        targets[0],
+        reason=reason,
+        by=actor,
+        source_ip=source_ip,
+        lock=True,
+        until=at + ttl if ttl else None,
+        at=at,
+    )
     assert result.lock is not None
     return result.lock
 
 
-def lift_lock(actor: User, lock: Lock, *, source_ip: str | None = None,
-              at: datetime | None = None) -> bool:
+def lift_lock(
+    actor: User, lock: Lock, *, source_ip: str | None = None, at: datetime | None = None
+) -> bool:
     at = at or timezone.now()
     with transaction.atomic():
-        changed = Lock.objects.filter(pk=lock.pk, lifted_at=None).update(lifted_at=at, lifted_by=actor)
+        changed = Lock.objects.filter(pk=lock.pk, lifted_at=None).update(
+            lifted_at=at, lifted_by=actor
+        )
         if not changed:
             return False
-        audit.record("lock.lifted", actor=actor, target=f"lock:{lock.code}", source_ip=source_ip,
-                     data={"names": lock.target_label})
+        audit.record(
+            "lock.lifted",
+            actor=actor,
+            target=f"lock:{lock.code}",
+            source_ip=source_ip,
+            data={"names": lock.target_label},
+        )
     lock.refresh_from_db()
     return True
 
@@ -426,7 +596,17 @@ def describe_window(req_or_grant: AccessRequest | Grant) -> str:
 
 
 __all__ = [
-    "Refused", "submit_request", "cancel_request", "decide", "quorum_progress", "Progress",
-    "expire_pending", "revoke_grant", "end_grant_early", "create_lock", "lift_lock",
-    "approver_groups_for", "describe_window",
+    "Refused",
+    "submit_request",
+    "cancel_request",
+    "decide",
+    "quorum_progress",
+    "Progress",
+    "expire_pending",
+    "revoke_grant",
+    "end_grant_early",
+    "create_lock",
+    "lift_lock",
+    "approver_groups_for",
+    "describe_window",
 ]

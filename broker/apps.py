@@ -12,8 +12,10 @@ class BrokerConfig(AppConfig):
         # System checks only (see STYLE.md): the deploy checks refuse unsafe
         # production settings. Receivers for third-party events live in
         # broker.identity and are connected there.
-        from broker import checks  # noqa: F401
-        from broker import identity  # noqa: F401
+        from broker import (
+            checks,  # noqa: F401
+            identity,  # noqa: F401
+        )
 
 
 class AirlockAdminConfig(admin_apps.AdminConfig):

@@ -3,7 +3,7 @@
 Websocket consumers authenticate themselves (user, OTP verification, Origin,
 authorize()); AuthMiddlewareStack only loads the session user. The lifespan
 start-up removes remote desktops a dead broker process left behind
-(sessions.rdp.clean_up_at_start)."""
+(sessions.doors.rdp.desktop.clean_up_at_start)."""
 
 import os
 
@@ -15,7 +15,7 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from sessions.rdp import lifespan  # noqa: E402
+from sessions.doors.rdp.desktop import lifespan  # noqa: E402
 from sessions.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(

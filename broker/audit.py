@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from datetime import timezone as dt_timezone
-from typing import Any, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -28,19 +28,45 @@ from broker.models import AuditChainHead, AuditEvent
 GENESIS = "0" * 64
 
 
-def _canonical(prev_hash: str, at: datetime, actor: str, action: str, target: str,
-               source_ip: str | None, data: dict[str, Any]) -> bytes:
-    at_utc = at.astimezone(dt_timezone.utc)
+def _canonical(
+    prev_hash: str,
+    at: datetime,
+    actor: str,
+    action: str,
+    target: str,
+    source_ip: str | None,
+    data: dict[str, Any],
+) -> bytes:
+    at_utc = at.astimezone(UTC)
     return json.dumps(
-        [prev_hash, at_utc.isoformat(timespec="microseconds"), actor, action, target,
-         source_ip or "", data],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
+        [
+            prev_hash,
+            at_utc.isoformat(timespec="microseconds"),
+            actor,
+            action,
+            target,
+            source_ip or "",
+            data,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
     ).encode()
 
 
-def compute_hash(prev_hash: str, at: datetime, actor: str, action: str, target: str,
-                 source_ip: str | None, data: dict[str, Any]) -> str:
-    return hashlib.sha256(_canonical(prev_hash, at, actor, action, target, source_ip, data)).hexdigest()
+def compute_hash(
+    prev_hash: str,
+    at: datetime,
+    actor: str,
+    action: str,
+    target: str,
+    source_ip: str | None,
+    data: dict[str, Any],
+) -> str:
+    return hashlib.sha256(
+        _canonical(prev_hash, at, actor, action, target, source_ip, data)
+    ).hexdigest()
 
 
 def actor_label(actor: Any) -> str:
@@ -55,8 +81,15 @@ def actor_label(actor: Any) -> str:
     return str(actor)
 
 
-def record(action: str, *, actor: Any = None, target: Any = "", source_ip: str | None = None,
-           data: dict[str, Any] | None = None, at: datetime | None = None) -> AuditEvent:
+def record(
+    action: str,
+    *,
+    actor: Any = None,
+    target: Any = "",
+    source_ip: str | None = None,
+    data: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEvent:
     """Append one event to the chain and return it.
 
     Runs in its own atomic block (a savepoint inside a caller's transaction),
@@ -70,8 +103,14 @@ def record(action: str, *, actor: Any = None, target: Any = "", source_ip: str |
         head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
         digest = compute_hash(head.last_hash, at, actor_text, action, target_text, source_ip, clean)
         event = AuditEvent.objects.create(
-            at=at, actor=actor_text, action=action, target=target_text, source_ip=source_ip,
-            data=clean, prev_hash=head.last_hash, hash=digest,
+            at=at,
+            actor=actor_text,
+            action=action,
+            target=target_text,
+            source_ip=source_ip,
+            data=clean,
+            prev_hash=head.last_hash,
+            hash=digest,
         )
         AuditChainHead.objects.filter(id=1).update(last_id=event.id, last_hash=digest)
     return event
@@ -112,7 +151,8 @@ def summary() -> tuple[Problem | None, Summary]:
     """verify() of the whole table, with what an intact chain holds."""
     with _snapshot():
         head = AuditChainHead.objects.filter(id=1).first() or AuditChainHead(
-            id=1, last_id=0, last_hash=GENESIS)
+            id=1, last_id=0, last_hash=GENESIS
+        )
         rows = AuditEvent.objects.order_by("id").iterator(chunk_size=2000)
         return _walk(rows, head=head)
 
@@ -132,7 +172,9 @@ def _snapshot() -> Iterator[None]:
         yield
 
 
-def _walk(rows: Iterable[AuditEvent], head: AuditChainHead | None) -> tuple[Problem | None, Summary]:
+def _walk(
+    rows: Iterable[AuditEvent], head: AuditChainHead | None
+) -> tuple[Problem | None, Summary]:
     prev = GENESIS
     last_id = 0
     count = 0
@@ -140,23 +182,31 @@ def _walk(rows: Iterable[AuditEvent], head: AuditChainHead | None) -> tuple[Prob
     for event in rows:
         # In one snapshot every appended row is at or before the head.
         if head is not None and event.id > head.last_id:
-            return Problem(event.id, "comes after the chain's recorded head "
-                                     "(it was inserted without audit.record)"), _empty()
+            return Problem(
+                event.id,
+                "comes after the chain's recorded head (it was inserted without audit.record)",
+            ), _empty()
         if event.prev_hash != prev:
-            return Problem(event.id, "does not follow the event before it "
-                                     "(an event was deleted, inserted or reordered)"), _empty()
-        expected = compute_hash(prev, event.at, event.actor, event.action, event.target,
-                                event.source_ip, event.data)
+            return Problem(
+                event.id,
+                "does not follow the event before it (an event was deleted, inserted or reordered)",
+            ), _empty()
+        expected = compute_hash(
+            prev, event.at, event.actor, event.action, event.target, event.source_ip, event.data
+        )
         if expected != event.hash:
-            return Problem(event.id, "content does not match its hash (the row was edited)"), _empty()
+            return Problem(
+                event.id, "content does not match its hash (the row was edited)"
+            ), _empty()
         prev = event.hash
         last_id = event.id
         count += 1
         first_at = first_at or event.at
         last_at = event.at
     if head is not None and (head.last_hash != prev or head.last_id != last_id):
-        return Problem(None, "the chain ends before its recorded head "
-                             "(the newest events were deleted)"), _empty()
+        return Problem(
+            None, "the chain ends before its recorded head (the newest events were deleted)"
+        ), _empty()
     return None, Summary(count=count, first_at=first_at, last_at=last_at, head_hash=prev)
 
 

@@ -18,8 +18,16 @@ from django.core.exceptions import ImproperlyConfigured
 
 # Words that mark a key someone typed instead of generating. Only words long
 # enough that a random key does not contain them by chance.
-PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "insecure", "placeholder",
-                     "secret", "example", "password")
+PLACEHOLDER_WORDS = (
+    "changeme",
+    "change-me",
+    "change_me",
+    "insecure",
+    "placeholder",
+    "secret",
+    "example",
+    "password",
+)
 MIN_SECRET_KEY_LENGTH = 50
 
 
@@ -59,55 +67,74 @@ def airlock_deploy_checks(app_configs=None, **kwargs) -> list[Error]:
         key = ""
     problem = secret_key_problem(key)
     if problem:
-        errors.append(Error(
-            f"The secret key {problem}.",
-            hint="Set AIRLOCK_SECRET_KEY (or AIRLOCK_SECRET_KEY_FILE) to 50+ random characters, "
-                 "e.g. the output of `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`.",
-            id="airlock.E001",
-        ))
+        errors.append(
+            Error(
+                f"The secret key {problem}.",
+                hint="Set AIRLOCK_SECRET_KEY (or AIRLOCK_SECRET_KEY_FILE) to 50+ random characters, "
+                "e.g. the output of `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`.",
+                id="airlock.E001",
+            )
+        )
     if settings.DEBUG:
-        errors.append(Error("DEBUG is on: error pages would show settings and code to anyone.",
-                            hint="Unset AIRLOCK_DEBUG.", id="airlock.E002"))
+        errors.append(
+            Error(
+                "DEBUG is on: error pages would show settings and code to anyone.",
+                hint="Unset AIRLOCK_DEBUG.",
+                id="airlock.E002",
+            )
+        )
     if "InMemoryChannelLayer" in settings.CHANNEL_LAYERS["default"]["BACKEND"]:
-        errors.append(Error(
-            "The channel layer is in-memory: revocation cannot reach other processes.",
-            hint="Set REDIS_URL to the Redis server every web and gateway process shares.",
-            id="airlock.E003",
-        ))
+        errors.append(
+            Error(
+                "The channel layer is in-memory: revocation cannot reach other processes.",
+                hint="Set REDIS_URL to the Redis server every web and gateway process shares.",
+                id="airlock.E003",
+            )
+        )
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-        errors.append(Error(
-            "The database is SQLite, which one process on one machine can use safely.",
-            hint="Set DATABASE_URL to PostgreSQL (postgres://user@host/name).",
-            id="airlock.E004",
-        ))
+        errors.append(
+            Error(
+                "The database is SQLite, which one process on one machine can use safely.",
+                hint="Set DATABASE_URL to PostgreSQL (postgres://user@host/name).",
+                id="airlock.E004",
+            )
+        )
     if not (settings.VAULT_KEY and _env_has("AIRLOCK_VAULT_KEY")):
-        errors.append(Error(
-            "No vault key is configured; the embedded default keeps one in var/, "
-            "which other machines do not share and backups may not hold.",
-            hint="Set AIRLOCK_VAULT_KEY or AIRLOCK_VAULT_KEY_FILE (32 random bytes, base64), "
-                 "e.g. the output of `openssl rand -base64 32`.",
-            id="airlock.E005",
-        ))
+        errors.append(
+            Error(
+                "No vault key is configured; the embedded default keeps one in var/, "
+                "which other machines do not share and backups may not hold.",
+                hint="Set AIRLOCK_VAULT_KEY or AIRLOCK_VAULT_KEY_FILE (32 random bytes, base64), "
+                "e.g. the output of `openssl rand -base64 32`.",
+                id="airlock.E005",
+            )
+        )
     elif problem := vault_key_problem(settings.VAULT_KEY):
-        errors.append(Error(
-            f"The vault key {problem}.",
-            hint="AIRLOCK_VAULT_KEY must be 32 random bytes, base64 (`openssl rand -base64 32`).",
-            id="airlock.E006",
-        ))
+        errors.append(
+            Error(
+                f"The vault key {problem}.",
+                hint="AIRLOCK_VAULT_KEY must be 32 random bytes, base64 (`openssl rand -base64 32`).",
+                id="airlock.E006",
+            )
+        )
     signing_key = getattr(settings, "SIGNING_KEY", "")
     # The Ed25519 evidence key has the vault key's shape: 32 bytes, base64.
     if signing_key and (problem := vault_key_problem(signing_key)):
-        errors.append(Error(
-            f"The evidence signing key {problem}.",
-            hint="AIRLOCK_SIGNING_KEY must be an Ed25519 private key: 32 random bytes, base64.",
-            id="airlock.E007",
-        ))
+        errors.append(
+            Error(
+                f"The evidence signing key {problem}.",
+                hint="AIRLOCK_SIGNING_KEY must be an Ed25519 private key: 32 random bytes, base64.",
+                id="airlock.E007",
+            )
+        )
     elif not _env_has("AIRLOCK_SIGNING_KEY"):
-        errors.append(Warning(
-            "The evidence signing key was generated into var/; evidence exported by other "
-            "replicas would be signed by other keys, and a lost var/ loses the key.",
-            hint="Set AIRLOCK_SIGNING_KEY or AIRLOCK_SIGNING_KEY_FILE (`openssl rand -base64 32`) "
-                 "and publish its public half (shown on the Sessions page).",
-            id="airlock.W001",
-        ))
+        errors.append(
+            Warning(
+                "The evidence signing key was generated into var/; evidence exported by other "
+                "replicas would be signed by other keys, and a lost var/ loses the key.",
+                hint="Set AIRLOCK_SIGNING_KEY or AIRLOCK_SIGNING_KEY_FILE (`openssl rand -base64 32`) "
+                "and publish its public half (shown on the Sessions page).",
+                id="airlock.W001",
+            )
+        )
     return errors

@@ -18,7 +18,8 @@ import functools
 import ipaddress
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from axes.handlers.proxy import AxesProxyHandler
 from axes.signals import user_locked_out
@@ -35,10 +36,9 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django_otp import login as otp_login
 from django_otp.models import Device
-from broker.models import StaticDevice
-from broker.models import TOTPDevice
 
 from broker import audit
+from broker.models import StaticDevice, TOTPDevice
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -67,8 +67,13 @@ class VendorContractBackend(ModelBackend):
         vendor = getattr(user, "vendor", None)
         return vendor is None or vendor.is_contract_valid(timezone.now())
 
-    def authenticate(self, request: HttpRequest | None, username: str | None = None,
-                     password: str | None = None, **kwargs: Any) -> Any:
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         user = super().authenticate(request, username=username, password=password, **kwargs)
         if user is not None or request is None or username is None or password is None:
             return user
@@ -99,7 +104,8 @@ REFUSAL_CONTRACT_ENDED = "contract_ended"
 
 def lockout_response(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     return render(
-        request, "registration/locked_out.html",
+        request,
+        "registration/locked_out.html",
         {"cooloff_minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)},
         status=429,
     )
@@ -165,13 +171,17 @@ def verify_otp(user: Any, code: str) -> tuple[Device | None, str]:
         return None, "That code is not right. Enter the 6-digit code from your authenticator app."
     allowed, _ = device.verify_is_allowed()
     if not allowed:
-        return None, ("Too many wrong codes in a row. Wait a few seconds, then enter "
-                      "the newest code from your authenticator app.")
+        return None, (
+            "Too many wrong codes in a row. Wait a few seconds, then enter "
+            "the newest code from your authenticator app."
+        )
     if device.verify_token(code):
         return device, ""
     if isinstance(device, TOTPDevice):
-        return None, ("That code is not right, or it was already used. Wait for the next "
-                      "code in your authenticator app and try again.")
+        return None, (
+            "That code is not right, or it was already used. Wait for the next "
+            "code in your authenticator app and try again."
+        )
     return None, "That backup code is not right or was already used."
 
 
@@ -184,10 +194,16 @@ def register_otp_failure(request: HttpRequest, user: Any, *, step: str) -> bool:
     """Audit a wrong OTP and count it with django-axes exactly like a wrong
     password (same username and address counters). True when this failure
     locked the user or the address out."""
-    audit.record("otp.failed", actor=user, target=f"user:{user.get_username()}",
-                 source_ip=client_ip(request), data={"step": step})
+    audit.record(
+        "otp.failed",
+        actor=user,
+        target=f"user:{user.get_username()}",
+        source_ip=client_ip(request),
+        data={"step": step},
+    )
     AxesProxyHandler.user_login_failed(
-        sender=register_otp_failure, credentials={"username": user.get_username()},
+        sender=register_otp_failure,
+        credentials={"username": user.get_username()},
         request=request,
     )
     return bool(getattr(request, "axes_locked_out", False))
@@ -210,43 +226,70 @@ def complete_otp_login(request: HttpRequest, device: Device) -> None:
 def _audit_login(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> None:
     if request is not None:
         request.session["airlock_started_at"] = time.time()
-    audit.record("login.password_ok", actor=user, target=f"user:{user.get_username()}",
-                 source_ip=client_ip(request) if request else None)
+    audit.record(
+        "login.password_ok",
+        actor=user,
+        target=f"user:{user.get_username()}",
+        source_ip=client_ip(request) if request else None,
+    )
 
 
 @receiver(user_logged_out)
 def _audit_logout(sender: Any, request: HttpRequest, user: Any, **kwargs: Any) -> None:
     if user is not None:
-        audit.record("logout", actor=user, target=f"user:{user.get_username()}",
-                     source_ip=client_ip(request) if request else None)
+        audit.record(
+            "logout",
+            actor=user,
+            target=f"user:{user.get_username()}",
+            source_ip=client_ip(request) if request else None,
+        )
     if user is not None and request is not None:
         # Through the one seam into sessions: browser terminals and remote
         # desktops opened from this sign-in end with it.
-        from sessions.revocation import end_portal_signin
+        from sessions.live.revocation import end_portal_signin
 
         end_portal_signin(request.session.session_key, by=user)
 
 
 @receiver(user_login_failed)
-def _audit_login_failed(sender: Any, credentials: dict, request: HttpRequest | None = None,
-                        **kwargs: Any) -> None:
+def _audit_login_failed(
+    sender: Any, credentials: dict, request: HttpRequest | None = None, **kwargs: Any
+) -> None:
     username = str(credentials.get("username", ""))[:150]
     refusal = getattr(request, "airlock_refusal", None)
     if refusal == REFUSAL_CONTRACT_ENDED:
-        audit.record("login.contract_ended", actor=username, target=f"user:{username}",
-                     source_ip=client_ip(request) if request else None,
-                     data={"vendor": getattr(request, "airlock_refused_vendor", "")})
+        audit.record(
+            "login.contract_ended",
+            actor=username,
+            target=f"user:{username}",
+            source_ip=client_ip(request) if request else None,
+            data={"vendor": getattr(request, "airlock_refused_vendor", "")},
+        )
         return
     data = {"locked_out": True} if getattr(request, "axes_locked_out", False) else {}
-    audit.record("login.failed", actor=username or "anonymous", target=f"user:{username}",
-                 source_ip=client_ip(request) if request else None, data=data)
+    audit.record(
+        "login.failed",
+        actor=username or "anonymous",
+        target=f"user:{username}",
+        source_ip=client_ip(request) if request else None,
+        data=data,
+    )
 
 
 @receiver(user_locked_out)
-def _audit_locked_out(sender: Any, request: HttpRequest | None = None, username: str | None = None,
-                      ip_address: str | None = None, **kwargs: Any) -> None:
+def _audit_locked_out(
+    sender: Any,
+    request: HttpRequest | None = None,
+    username: str | None = None,
+    ip_address: str | None = None,
+    **kwargs: Any,
+) -> None:
     """django-axes locked a username or an address out (or refused one that is)."""
     failures = getattr(request, "axes_failures_since_start", None)
-    audit.record("login.locked_out", actor=username or "anonymous",
-                 target=f"user:{username or ''}", source_ip=ip_address,
-                 data={"failures": failures} if failures is not None else {})
+    audit.record(
+        "login.locked_out",
+        actor=username or "anonymous",
+        target=f"user:{username or ''}",
+        source_ip=ip_address,
+        data={"failures": failures} if failures is not None else {},
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth import logout
@@ -21,8 +21,14 @@ from django.utils.http import urlencode
 # Names are full view names (namespace included), so the admin's "admin:login"
 # is not mistaken for ours.
 OTP_EXEMPT_VIEWS = {
-    "login", "login-otp", "logout", "enrol", "enrol-backup-codes", "invitation",
-    "signals-intake", "healthz",
+    "login",
+    "login-otp",
+    "logout",
+    "enrol",
+    "enrol-backup-codes",
+    "invitation",
+    "signals-intake",
+    "healthz",
 }
 
 

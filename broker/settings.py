@@ -16,9 +16,9 @@ import base64
 import json
 import os
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -57,8 +57,9 @@ def envsecret(name: str) -> str:
             return Path(path).read_text().strip()
         except OSError as exc:
             # Fail closed, naming the variable and the file but never a value.
-            raise ImproperlyConfigured(f"{name}_FILE names {path}, which cannot be read: "
-                                       f"{exc.strerror or exc}") from None
+            raise ImproperlyConfigured(
+                f"{name}_FILE names {path}, which cannot be read: {exc.strerror or exc}"
+            ) from None
     return ""
 
 
@@ -101,7 +102,7 @@ SECRET_KEY = envsecret("AIRLOCK_SECRET_KEY") or var_secret(
 # Old keys stay readable until `manage.py rotatevaultkey` re-encrypts.
 VAULT_KEY = envsecret("AIRLOCK_VAULT_KEY") or var_secret("vault_key", _new_vault_key)
 VAULT_OLD_KEYS = [k for k in envsecret("AIRLOCK_VAULT_OLD_KEYS").split(",") if k.strip()]
-# Ed25519 key that signs evidence bundles (sessions/evidence.py): base64 of
+# Ed25519 key that signs evidence bundles (sessions/evidence/bundle.py): base64 of
 # the 32-byte private key. Its public half is shown in the portal, and
 # `manage.py verifyevidence` needs only that.
 SIGNING_KEY = envsecret("AIRLOCK_SIGNING_KEY") or var_secret(
@@ -223,8 +224,10 @@ CELERY_TIMEZONE = "UTC"
 # `manage.py runbroker` runs the same schedule in-process.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "expire-requests": {"task": "broker.tasks.expire_requests", "schedule": 60.0},
-    "sweep-sessions": {"task": "sessions.tasks.sweep_sessions",
-                       "schedule": float(envint("AIRLOCK_SWEEP_SECONDS", 30))},
+    "sweep-sessions": {
+        "task": "sessions.tasks.sweep_sessions",
+        "schedule": float(envint("AIRLOCK_SWEEP_SECONDS", 30)),
+    },
 }
 
 # Recordings: written as the session runs into RECORDINGS_DIR (a local
@@ -237,8 +240,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "recordings": {
-        "BACKEND": env("AIRLOCK_RECORDINGS_STORAGE",
-                       "django.core.files.storage.FileSystemStorage"),
+        "BACKEND": env("AIRLOCK_RECORDINGS_STORAGE", "django.core.files.storage.FileSystemStorage"),
         "OPTIONS": json.loads(env("AIRLOCK_RECORDINGS_STORAGE_OPTIONS", "{}")),
     },
 }
@@ -247,19 +249,21 @@ CELERY_BEAT_SCHEDULE["purge-recordings"] = {
     "schedule": float(envint("AIRLOCK_PURGE_SECONDS", 3600)),
 }
 
-# The SSH gateway (sessions/gateway.py). PUBLIC_HOST/PORT are what the portal
+# The SSH gateway (sessions/doors/ssh/gateway.py). PUBLIC_HOST/PORT are what the portal
 # prints in `ssh -p PORT user+device@HOST`; the listen address is a command
 # option (runbroker --gateway-listen, rungateway --listen).
 GATEWAY_PUBLIC_HOST = env("AIRLOCK_GATEWAY_PUBLIC_HOST", "127.0.0.1")
 GATEWAY_PUBLIC_PORT = envint("AIRLOCK_GATEWAY_PUBLIC_PORT", 2222)
-GATEWAY_HOST_KEY_FILE = Path(env("AIRLOCK_GATEWAY_HOST_KEY_PATH", str(VAR_DIR / "ssh_host_ed25519_key")))
+GATEWAY_HOST_KEY_FILE = Path(
+    env("AIRLOCK_GATEWAY_HOST_KEY_PATH", str(VAR_DIR / "ssh_host_ed25519_key"))
+)
 GATEWAY_LOGIN_GRACE = envint("AIRLOCK_GATEWAY_LOGIN_GRACE", 30)
 GATEWAY_MAX_UNAUTH_PER_ADDRESS = envint("AIRLOCK_GATEWAY_MAX_UNAUTH_PER_ADDRESS", 10)
 GATEWAY_MAX_UNAUTH_TOTAL = envint("AIRLOCK_GATEWAY_MAX_UNAUTH_TOTAL", 500)
 GATEWAY_DEVICE_CONNECT_TIMEOUT = envint("AIRLOCK_GATEWAY_DEVICE_CONNECT_TIMEOUT", 10)
 GATEWAY_DEVICE_LOGIN_TIMEOUT = envint("AIRLOCK_GATEWAY_DEVICE_LOGIN_TIMEOUT", 15)
 
-# Browser RDP (sessions/rdp.py): per-session Xvnc + xfreerdp + ffmpeg under
+# Browser RDP (sessions/doors/rdp/desktop.py): per-session Xvnc + xfreerdp + ffmpeg under
 # RDP_RUN_DIR; at most RDP_MAX_SESSIONS per broker process.
 RDP_RUN_DIR = Path(env("AIRLOCK_RDP_RUN_DIR", str(VAR_DIR / "rdp")))
 RDP_MAX_SESSIONS = envint("AIRLOCK_RDP_MAX_SESSIONS", 8)
@@ -270,7 +274,7 @@ RDP_MAX_CLIPBOARD = envint("AIRLOCK_RDP_MAX_CLIPBOARD", 64 * 1024)
 RDP_MAX_INPUT_PER_SECOND = envint("AIRLOCK_RDP_MAX_INPUT_PER_SECOND", 400)
 RDP_VIDEO_FPS = envint("AIRLOCK_RDP_VIDEO_FPS", 5)
 
-# Live control (sessions/control.py, sessions/sweep.py, sessions/detectors.py).
+# Live control (sessions/live/control.py, sessions/live/sweep.py, sessions/anomalies/detectors.py).
 # A gateway that cannot hear its control channel refuses new sessions and
 # ends live ones after the grace period.
 AIRLOCK_CONTROL_GRACE_SECONDS = envint("AIRLOCK_CONTROL_GRACE_SECONDS", 30)
@@ -342,7 +346,7 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True
-CSRF_FAILURE_VIEW = "broker.views.csrf_failure"
+CSRF_FAILURE_VIEW = "broker.pages.home.csrf_failure"
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -396,14 +400,16 @@ LOGGING = {
     "filters": {"without_traceback": {"()": "broker.middleware.WithoutTraceback"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
-        "console_short": {"class": "logging.StreamHandler", "formatter": "plain",
-                          "filters": ["without_traceback"]},
+        "console_short": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["without_traceback"],
+        },
     },
     "root": {"handlers": ["console"], "level": env("AIRLOCK_LOG_LEVEL", "INFO")},
     "loggers": {
         # Unknown Host headers and oversized bodies: one line, no traceback.
-        "django.security": {"handlers": ["console_short"], "level": "WARNING",
-                            "propagate": False},
+        "django.security": {"handlers": ["console_short"], "level": "WARNING", "propagate": False},
         "asyncssh": {"level": env("AIRLOCK_ASYNCSSH_LOG_LEVEL", "WARNING")},
         "django.channels.server": {"level": "WARNING"},
     },

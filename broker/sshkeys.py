@@ -53,23 +53,36 @@ def parse(text: str) -> ParsedKey:
     try:
         key = asyncssh.import_public_key(text)
     except (asyncssh.KeyImportError, ValueError, TypeError):
-        raise KeyRejected("This is not an OpenSSH public key line "
-                          "(expected e.g. 'ssh-ed25519 AAAA... you@laptop').") from None
+        raise KeyRejected(
+            "This is not an OpenSSH public key line "
+            "(expected e.g. 'ssh-ed25519 AAAA... you@laptop')."
+        ) from None
     algorithm = key.algorithm.decode("ascii", "replace")
     if algorithm not in ACCEPTED:
         if algorithm == "ssh-dss":
-            raise KeyRejected("DSA keys are too weak and are refused. "
-                              "Create an Ed25519 key: ssh-keygen -t ed25519")
-        raise KeyRejected(f"{algorithm} keys are not accepted; use Ed25519, ECDSA or RSA "
-                          f"of at least {MIN_RSA_BITS} bits.")
+            raise KeyRejected(
+                "DSA keys are too weak and are refused. "
+                "Create an Ed25519 key: ssh-keygen -t ed25519"
+            )
+        raise KeyRejected(
+            f"{algorithm} keys are not accepted; use Ed25519, ECDSA or RSA "
+            f"of at least {MIN_RSA_BITS} bits."
+        )
     bits = int(getattr(key.pyca_key, "key_size", 0) or (256 if algorithm == "ssh-ed25519" else 0))
     if algorithm == "ssh-rsa" and bits < MIN_RSA_BITS:
-        raise KeyRejected(f"This RSA key has {bits} bits; at least {MIN_RSA_BITS} are needed. "
-                          "Create an Ed25519 key: ssh-keygen -t ed25519")
+        raise KeyRejected(
+            f"This RSA key has {bits} bits; at least {MIN_RSA_BITS} are needed. "
+            "Create an Ed25519 key: ssh-keygen -t ed25519"
+        )
     # Store the canonical "type base64" form; the comment is kept as a name.
     kind, body = key.export_public_key("openssh").decode().split()[:2]
-    return ParsedKey(algorithm=algorithm, bits=bits, fingerprint=key.get_fingerprint("sha256"),
-                     openssh=f"{kind} {body}", comment=key.get_comment() or "")
+    return ParsedKey(
+        algorithm=algorithm,
+        bits=bits,
+        fingerprint=key.get_fingerprint("sha256"),
+        openssh=f"{kind} {body}",
+        comment=key.get_comment() or "",
+    )
 
 
 def label(algorithm: str, bits: int) -> str:
@@ -77,33 +90,54 @@ def label(algorithm: str, bits: int) -> str:
     return f"{name} {bits}" if algorithm == "ssh-rsa" else name
 
 
-def register(user: User, text: str, *, name: str = "", source_ip: str | None = None) -> SSHPublicKey:
+def register(
+    user: User, text: str, *, name: str = "", source_ip: str | None = None
+) -> SSHPublicKey:
     """Register a key for `user`, or raise KeyRejected (nothing saved).
     A key someone else registered is refused and audited: it may mean a
     shared key, or somebody trying to act as another person."""
     try:
         parsed = parse(text)
     except KeyRejected as exc:
-        audit.record("sshkey.rejected", actor=user, target=f"user:{user.username}",
-                     source_ip=source_ip, data={"why": str(exc)})
+        audit.record(
+            "sshkey.rejected",
+            actor=user,
+            target=f"user:{user.username}",
+            source_ip=source_ip,
+            data={"why": str(exc)},
+        )
         raise
     owner = SSHPublicKey.objects.filter(fingerprint=parsed.fingerprint).first()
     if owner is not None:
         if owner.user_id == user.pk:
             raise KeyRejected("You have already registered this key.")
-        audit.record("sshkey.duplicate_refused", actor=user, target=f"user:{user.username}",
-                     source_ip=source_ip, data={"fingerprint": parsed.fingerprint})
-        raise KeyRejected("This key is registered to another account. "
-                          "Each person needs a key of their own.")
+        audit.record(
+            "sshkey.duplicate_refused",
+            actor=user,
+            target=f"user:{user.username}",
+            source_ip=source_ip,
+            data={"fingerprint": parsed.fingerprint},
+        )
+        raise KeyRejected(
+            "This key is registered to another account. Each person needs a key of their own."
+        )
     try:
         with transaction.atomic():
             key = SSHPublicKey.objects.create(
-                user=user, name=(name or parsed.comment)[:120], public_key=parsed.openssh,
-                algorithm=parsed.algorithm, bits=parsed.bits, fingerprint=parsed.fingerprint,
+                user=user,
+                name=(name or parsed.comment)[:120],
+                public_key=parsed.openssh,
+                algorithm=parsed.algorithm,
+                bits=parsed.bits,
+                fingerprint=parsed.fingerprint,
             )
-            audit.record("sshkey.added", actor=user, target=f"user:{user.username}",
-                         source_ip=source_ip,
-                         data={"fingerprint": parsed.fingerprint, "algorithm": parsed.algorithm})
+            audit.record(
+                "sshkey.added",
+                actor=user,
+                target=f"user:{user.username}",
+                source_ip=source_ip,
+                data={"fingerprint": parsed.fingerprint, "algorithm": parsed.algorithm},
+            )
     except IntegrityError:
         # Another request registered the same key a moment ago.
         raise KeyRejected("This key was just registered by another request.") from None
@@ -114,5 +148,10 @@ def delete(user: User, key: SSHPublicKey, *, source_ip: str | None = None) -> No
     with transaction.atomic():
         deleted, _ = SSHPublicKey.objects.filter(pk=key.pk, user=user).delete()
         if deleted:
-            audit.record("sshkey.deleted", actor=user, target=f"user:{user.username}",
-                         source_ip=source_ip, data={"fingerprint": key.fingerprint})
+            audit.record(
+                "sshkey.deleted",
+                actor=user,
+                target=f"user:{user.username}",
+                source_ip=source_ip,
+                data={"fingerprint": key.fingerprint},
+            )

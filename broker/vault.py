@@ -79,8 +79,10 @@ def open_blob(kid: str, blob: bytes) -> str:
     _, keys = keyring()
     key = keys.get(kid)
     if key is None:
-        raise VaultError(f"the vault key {kid} is not in the keyring "
-                         "(add it to AIRLOCK_VAULT_OLD_KEYS and run rotatevaultkey)")
+        raise VaultError(
+            f"the vault key {kid} is not in the keyring "
+            "(add it to AIRLOCK_VAULT_OLD_KEYS and run rotatevaultkey)"
+        )
     blob = bytes(blob)
     try:
         plain = AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], kid.encode())
@@ -89,7 +91,7 @@ def open_blob(kid: str, blob: bytes) -> str:
     return plain.decode("utf-8")
 
 
-def open_secret(credential: "Credential") -> str:
+def open_secret(credential: Credential) -> str:
     """The plaintext secret of a vaulted credential. Only the gateway calls
     this, at the moment it logs in to the device."""
     if not credential.key_id:
@@ -117,5 +119,6 @@ def rotate() -> int:
         for pk, old_kid, blob in rows.values_list("pk", kid_field, blob_field).iterator():
             new_kid, new_blob = seal(open_blob(old_kid, blob))
             done += model.objects.filter(pk=pk, **{kid_field: old_kid}).update(
-                **{kid_field: new_kid, blob_field: new_blob})
+                **{kid_field: new_kid, blob_field: new_blob}
+            )
     return done

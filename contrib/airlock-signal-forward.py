@@ -44,8 +44,11 @@ MAX_RECORDS = 200
 def sign(secret: str, body: bytes) -> dict[str, str]:
     ts, nonce = str(int(time.time())), uuid.uuid4().hex
     mac = hmac.new(secret.encode(), f"{ts}.{nonce}.".encode() + body, hashlib.sha256).hexdigest()
-    return {"X-Airlock-Timestamp": ts, "X-Airlock-Id": nonce,
-            "X-Airlock-Signature": f"sha256={mac}"}
+    return {
+        "X-Airlock-Timestamp": ts,
+        "X-Airlock-Id": nonce,
+        "X-Airlock-Signature": f"sha256={mac}",
+    }
 
 
 def is_signal(line: str) -> bool:
@@ -64,8 +67,9 @@ def post(url: str, sensor: str, secret: str, lines: list[str]) -> bool:
     """True when Airlock took the batch (or refused it for good)."""
     body = ("\n".join(lines) + "\n").encode()
     headers = {"Content-Type": "application/json", "X-Airlock-Sensor": sensor, **sign(secret, body)}
-    request = urllib.request.Request(url.rstrip("/") + "/api/signals/", data=body,
-                                     headers=headers, method="POST")
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/signals/", data=body, headers=headers, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
             print(f"sent {len(lines)} record(s): {response.read().decode()[:300]}", flush=True)
@@ -140,12 +144,17 @@ def main() -> None:
     parser.add_argument("--url", required=True, help="Airlock's portal address")
     parser.add_argument("--sensor", required=True, help="the sensor's name in Airlock")
     parser.add_argument("--secret-file", help="file holding the sensor's secret")
-    parser.add_argument("--secret-env", default="AIRLOCK_SENSOR_SECRET",
-                        help="environment variable holding the secret")
-    parser.add_argument("--follow", required=True, metavar="LOG",
-                        help="Zeek notice.log (JSON) or Suricata eve.json")
-    parser.add_argument("--from-start", action="store_true",
-                        help="send the records already in the file too")
+    parser.add_argument(
+        "--secret-env",
+        default="AIRLOCK_SENSOR_SECRET",
+        help="environment variable holding the secret",
+    )
+    parser.add_argument(
+        "--follow", required=True, metavar="LOG", help="Zeek notice.log (JSON) or Suricata eve.json"
+    )
+    parser.add_argument(
+        "--from-start", action="store_true", help="send the records already in the file too"
+    )
     parser.add_argument("--once", action="store_true", help="send the file's records and exit")
     args = parser.parse_args()
     if args.secret_file:

@@ -13,12 +13,15 @@ from django.http import HttpRequest
 from broker import audit
 from broker.admin import AuditedAdmin, ReadOnlyAdmin
 from broker.identity import client_ip
-from sessions.models_signals import CommandRule, Gateway, ResponseRule, Sensor, Signal
+from sessions.anomalies.models import CommandRule, Gateway, ResponseRule, Sensor, Signal
 
 
 def _show_secret_once(request: HttpRequest, sensor: Sensor, secret: str) -> None:
-    messages.warning(request, f"Secret of sensor {sensor.name} (shown only now; store it in the "
-                              f"sensor's configuration): {secret}")
+    messages.warning(
+        request,
+        f"Secret of sensor {sensor.name} (shown only now; store it in the "
+        f"sensor's configuration): {secret}",
+    )
 
 
 @admin.register(Sensor)
@@ -43,14 +46,19 @@ class SensorAdmin(AuditedAdmin):
             secret = Sensor.new_secret()
             sensor.set_secret(secret)
             sensor.save(update_fields=["key_id", "ciphertext"])
-            audit.record("sensor.secret_rotated", actor=request.user, target=f"sensor:{sensor.name}",
-                         source_ip=client_ip(request))
+            audit.record(
+                "sensor.secret_rotated",
+                actor=request.user,
+                target=f"sensor:{sensor.name}",
+                source_ip=client_ip(request),
+            )
             _show_secret_once(request, sensor, secret)
 
 
 class ResponseRuleForm(forms.ModelForm):
-    actions = forms.MultipleChoiceField(choices=ResponseRule.Action.choices,
-                                        widget=forms.CheckboxSelectMultiple)
+    actions = forms.MultipleChoiceField(
+        choices=ResponseRule.Action.choices, widget=forms.CheckboxSelectMultiple
+    )
 
     class Meta:
         model = ResponseRule

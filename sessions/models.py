@@ -19,7 +19,7 @@ from broker.models import Device, Grant, Protocol, User
 
 
 class SessionQuerySet(models.QuerySet):
-    def visible_to(self, user: User) -> "SessionQuerySet":
+    def visible_to(self, user: User) -> SessionQuerySet:
         if not user.is_authenticated or not user.is_active:
             return self.none()
         if user.is_auditor or user.is_superuser:
@@ -30,7 +30,7 @@ class SessionQuerySet(models.QuerySet):
         q |= Q(device__zone__approval_rules__group__members=user)
         return self.filter(q).distinct()
 
-    def live(self) -> "SessionQuerySet":
+    def live(self) -> SessionQuerySet:
         return self.filter(ended_at=None)
 
 
@@ -77,8 +77,15 @@ class Session(models.Model):
     def is_live(self) -> bool:
         return self.ended_at is None
 
-    def close(self, reason: str, *, at: datetime | None = None, bytes_in: int | None = None,
-              bytes_out: int | None = None, recording_sha256: str | None = None) -> bool:
+    def close(
+        self,
+        reason: str,
+        *,
+        at: datetime | None = None,
+        bytes_in: int | None = None,
+        bytes_out: int | None = None,
+        recording_sha256: str | None = None,
+    ) -> bool:
         """End the session once. Returns True only for the caller that ended it."""
         at = at or timezone.now()
         changes: dict = {"ended_at": at, "end_reason": reason[:300], "last_seen_at": at}
@@ -102,8 +109,12 @@ class Session(models.Model):
 
     def group_names(self) -> list[str]:
         """The channel-layer groups whose `session.terminate` ends this session."""
-        names = [f"airlock.session.{self.code}", f"airlock.user.{self.user.code}",
-                 f"airlock.device.{self.device.code}", f"airlock.grant.{self.grant.code}"]
+        names = [
+            f"airlock.session.{self.code}",
+            f"airlock.user.{self.user.code}",
+            f"airlock.device.{self.device.code}",
+            f"airlock.grant.{self.grant.code}",
+        ]
         if self.user.vendor_id:
             names.append(f"airlock.vendor.{self.user.vendor.code}")
         return names
@@ -151,9 +162,13 @@ class FileTransfer(models.Model):
         return f"{self.direction} {self.path}"
 
 
-
 # Live control (issue 7) keeps its models in their own module; importing them
 # here is what registers them with the app.
-from sessions.models_signals import (  # noqa: E402,F401
-    CommandRule, Gateway, ResponseRule, Sensor, Signal, SignalReceipt,
+from sessions.anomalies.models import (  # noqa: E402,F401
+    CommandRule,
+    Gateway,
+    ResponseRule,
+    Sensor,
+    Signal,
+    SignalReceipt,
 )

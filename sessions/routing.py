@@ -3,9 +3,9 @@ session, Origin, authorize()); codes in the paths are public UUIDs."""
 
 from django.urls import path
 
-from sessions.rdp_consumer import RDPConsumer, RDPWatchConsumer
-from sessions.terminal import TerminalConsumer
-from sessions.watch import WatchConsumer
+from sessions.doors.rdp.consumer import RDPConsumer, RDPWatchConsumer
+from sessions.doors.web.terminal import TerminalConsumer
+from sessions.doors.web.watch import WatchConsumer
 
 websocket_urlpatterns: list = [
     path("ws/terminal/<uuid:code>/", TerminalConsumer.as_asgi(), name="ws-terminal"),

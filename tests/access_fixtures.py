@@ -18,9 +18,9 @@ class Plant:
     zone: Zone
     device: Device
     vendor: Vendor
-    vera: User        # vendor user
-    olga: User        # approver, Plant operations
-    sam: User         # approver, OT security
+    vera: User  # vendor user
+    olga: User  # approver, Plant operations
+    sam: User  # approver, OT security
     ops: ApproverGroup
     sec: ApproverGroup
 
@@ -28,8 +28,12 @@ class Plant:
 @pytest.fixture
 def plant(make_group, make_zone, make_device, make_vendor_user, make_approver) -> Plant:
     ops, sec = make_group("Plant operations"), make_group("OT security")
-    zone = make_zone(name="Packaging line", slug="packaging", rules=[(ops, 1), (sec, 1)],
-                     max_window=timedelta(hours=8))
+    zone = make_zone(
+        name="Packaging line",
+        slug="packaging",
+        rules=[(ops, 1), (sec, 1)],
+        max_window=timedelta(hours=8),
+    )
     device = make_device("plc-7", zone=zone)
     vera = make_vendor_user("vera", email="vera@vendor.test")
     vera.vendor.eligible_devices.add(device)

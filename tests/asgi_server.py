@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -20,13 +21,19 @@ class ASGIServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config("broker.asgi:application", host="127.0.0.1", port=self.port,
-                                ws="websockets-sansio", lifespan="off", log_level="warning",
-                                ws_max_size=1024 * 1024)
+        config = uvicorn.Config(
+            "broker.asgi:application",
+            host="127.0.0.1",
+            port=self.port,
+            ws="websockets-sansio",
+            lifespan="off",
+            log_level="warning",
+            ws_max_size=1024 * 1024,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn", daemon=True)
 
-    def start(self) -> "ASGIServer":
+    def start(self) -> ASGIServer:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:

@@ -10,19 +10,28 @@ from __future__ import annotations
 import os
 import random
 import socket
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from django_otp.oath import totp
-from broker.models import TOTPDevice
 
 from broker.models import (
-    ApprovalRule, ApproverGroup, Credential, Device, Grant, Site, User, Vendor, Zone,
+    ApprovalRule,
+    ApproverGroup,
+    Credential,
+    Device,
+    Grant,
+    Site,
+    TOTPDevice,
+    User,
+    Vendor,
+    Zone,
 )
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -36,7 +45,11 @@ def _need(reason: str) -> None:
 
 
 def redis_url() -> str:
-    return os.environ.get("AIRLOCK_TEST_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    return (
+        os.environ.get("AIRLOCK_TEST_REDIS_URL")
+        or os.environ.get("REDIS_URL")
+        or "redis://127.0.0.1:6379/0"
+    )
 
 
 _service_cache: dict[str, str | None] = {}
@@ -65,23 +78,31 @@ CHROMIUM = "/usr/bin/chromium"
 def _missing_programs(*paths: str) -> list[str]:
     import shutil
 
-    return [p for p in paths if not (os.path.isabs(p) and os.access(p, os.X_OK)) and not shutil.which(p)]
+    return [
+        p for p in paths if not (os.path.isabs(p) and os.access(p, os.X_OK)) and not shutil.which(p)
+    ]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        _need("this test needs PostgreSQL: run `make test` (its PostgreSQL pass) or set "
-              "DATABASE_URL=postgres://postgres@127.0.0.1:5432/airlock")
+        _need(
+            "this test needs PostgreSQL: run `make test` (its PostgreSQL pass) or set "
+            "DATABASE_URL=postgres://postgres@127.0.0.1:5432/airlock"
+        )
     if item.get_closest_marker("redis"):
         problem = _redis_problem()
         if problem:
-            _need(f"this test needs Redis at {redis_url()} ({problem}): start redis-server "
-                  "(`make test` does) or set AIRLOCK_TEST_REDIS_URL")
+            _need(
+                f"this test needs Redis at {redis_url()} ({problem}): start redis-server "
+                "(`make test` does) or set AIRLOCK_TEST_REDIS_URL"
+            )
     if item.get_closest_marker("sshd"):
         missing = _missing_programs(SSHD, "ssh", "ssh-keygen")
         if missing:
-            _need(f"this test needs OpenSSH ({', '.join(missing)} missing): "
-                  "apt-get install openssh-server openssh-client (`make test` does as root)")
+            _need(
+                f"this test needs OpenSSH ({', '.join(missing)} missing): "
+                "apt-get install openssh-server openssh-client (`make test` does as root)"
+            )
     if item.get_closest_marker("browser"):
         missing = _missing_programs(CHROMIUM)
         try:
@@ -89,14 +110,22 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         except ImportError:
             missing.append("the playwright package (pip install -r requirements-test.txt)")
         if missing:
-            _need(f"this test needs a browser ({', '.join(missing)} missing): "
-                  "apt-get install chromium (`make test` does as root)")
+            _need(
+                f"this test needs a browser ({', '.join(missing)} missing): "
+                "apt-get install chromium (`make test` does as root)"
+            )
 
 
 # Debian's chromium, started the way it runs on a closed plant network.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
 
@@ -128,8 +157,8 @@ def _no_live_session_outlives_its_test() -> Iterator[None]:
     midway can leave a session bound to an event loop that is gone; forget
     it here so the next test's clean-up does not trip over it."""
     yield
-    from sessions import rdp_consumer
-    from sessions.core import LiveSession
+    from sessions.doors.rdp import consumer as rdp_consumer
+    from sessions.live.core import LiveSession
 
     LiveSession.registry.clear()
     rdp_consumer.RDP_SESSIONS.clear()
@@ -141,8 +170,13 @@ def _no_live_session_outlives_its_test() -> Iterator[None]:
 
 def totp_now(device: TOTPDevice, offset_steps: int = 0) -> str:
     """The code an authenticator app would show for `device` now."""
-    code = totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits,
-                drift=device.drift + offset_steps)
+    code = totp(
+        device.bin_key,
+        step=device.step,
+        t0=device.t0,
+        digits=device.digits,
+        drift=device.drift + offset_steps,
+    )
     return str(code).zfill(device.digits)
 
 
@@ -166,8 +200,10 @@ def make_user(db: Any) -> Callable[..., User]:
 
     def make(username: str | None = None, *, totp: bool = True, **kw: Any) -> User:
         user = User.objects.create_user(
-            username=username or f"user{next(counter)}", password=TEST_PASSWORD,
-            email=kw.pop("email", "") or f"{username or 'u'}{next(counter)}@example.test", **kw,
+            username=username or f"user{next(counter)}",
+            password=TEST_PASSWORD,
+            email=kw.pop("email", "") or f"{username or 'u'}{next(counter)}@example.test",
+            **kw,
         )
         if totp:
             _enrol(user)
@@ -177,7 +213,9 @@ def make_user(db: Any) -> Callable[..., User]:
 
 
 @pytest.fixture
-def make_vendor_user(make_user: Callable[..., User], make_vendor: Callable[..., Vendor]) -> Callable[..., User]:
+def make_vendor_user(
+    make_user: Callable[..., User], make_vendor: Callable[..., Vendor]
+) -> Callable[..., User]:
     def make(username: str | None = None, vendor: Vendor | None = None, **kw: Any) -> User:
         return make_user(username, vendor=vendor or make_vendor(), **kw)
 
@@ -186,7 +224,9 @@ def make_vendor_user(make_user: Callable[..., User], make_vendor: Callable[..., 
 
 @pytest.fixture
 def make_approver(make_user: Callable[..., User]) -> Callable[..., User]:
-    def make(username: str | None = None, groups: list[ApproverGroup] | None = None, **kw: Any) -> User:
+    def make(
+        username: str | None = None, groups: list[ApproverGroup] | None = None, **kw: Any
+    ) -> User:
         user = make_user(username, **kw)
         for group in groups or []:
             group.members.add(user)
@@ -209,10 +249,15 @@ def make_zone(db: Any) -> Callable[..., Zone]:
 
     def make(*, rules: list[tuple[ApproverGroup, int]] = (), **kw: Any) -> Zone:
         n = next(counter)
-        site = kw.pop("site", None) or Site.objects.get_or_create(
-            slug="plant", defaults={"name": "Plant", "timezone": "Europe/Berlin"})[0]
-        zone = Zone.objects.create(site=site, name=kw.pop("name", f"Zone {n}"),
-                                   slug=kw.pop("slug", f"zone-{n}"), **kw)
+        site = (
+            kw.pop("site", None)
+            or Site.objects.get_or_create(
+                slug="plant", defaults={"name": "Plant", "timezone": "Europe/Berlin"}
+            )[0]
+        )
+        zone = Zone.objects.create(
+            site=site, name=kw.pop("name", f"Zone {n}"), slug=kw.pop("slug", f"zone-{n}"), **kw
+        )
         for group, count in rules:
             ApprovalRule.objects.create(zone=zone, group=group, count=count)
         return zone
@@ -228,21 +273,35 @@ def make_device(make_zone: Callable[..., Zone]) -> Callable[..., Device]:
         n = next(counter)
         kw.setdefault("ssh_host", "127.0.0.1")
         zone = kw.pop("zone", None) or make_zone()
-        return Device.objects.create(slug=slug or f"plc-{n}", name=kw.pop("name", f"PLC {n}"),
-                                     zone=zone, **kw)
+        return Device.objects.create(
+            slug=slug or f"plc-{n}", name=kw.pop("name", f"PLC {n}"), zone=zone, **kw
+        )
 
     return make
 
 
 @pytest.fixture
 def make_grant(db: Any) -> Callable[..., Grant]:
-    def make(user: User, device: Device, *, starts_at: Any = None, ends_at: Any = None,
-             protocols: list[str] | None = None, **kw: Any) -> Grant:
+    def make(
+        user: User,
+        device: Device,
+        *,
+        starts_at: Any = None,
+        ends_at: Any = None,
+        protocols: list[str] | None = None,
+        **kw: Any,
+    ) -> Grant:
         now = timezone.now()
         starts_at = starts_at or now - timedelta(minutes=5)
         ends_at = ends_at or now + timedelta(hours=1)
-        return Grant.objects.create(user=user, device=device, starts_at=starts_at, ends_at=ends_at,
-                                    protocols=protocols or ["ssh"], **kw)
+        return Grant.objects.create(
+            user=user,
+            device=device,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            protocols=protocols or ["ssh"],
+            **kw,
+        )
 
     return make
 
@@ -301,4 +360,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-__all__ = ["TEST_PASSWORD", "totp_now", "free_port", "stop_thread_loop", "redis_url", "IN_CI", "Credential", "settings"]
+__all__ = [
+    "TEST_PASSWORD",
+    "totp_now",
+    "free_port",
+    "stop_thread_loop",
+    "redis_url",
+    "IN_CI",
+    "Credential",
+    "settings",
+]

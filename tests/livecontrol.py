@@ -1,5 +1,5 @@
 """A real session core and control channel for live-control tests, without
-the network: a LiveSession (sessions/core.py) per vendor connection, running
+the network: a LiveSession (sessions/live/core.py) per vendor connection, running
 in an event loop in a background thread, attached to a ControlChannel with
 the detectors installed — what the gateway does after it has dialled the
 device. Tests that use it need `transactional_db` (worker threads write).
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from sessions import detectors
-from sessions.control import ControlChannel, in_thread_loop
-from sessions.core import LiveSession
+from sessions.anomalies import detectors
+from sessions.live.control import ControlChannel, in_thread_loop
+from sessions.live.core import LiveSession
 from tests.conftest import stop_thread_loop
 
 
@@ -28,7 +29,7 @@ class Harness:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.control: ControlChannel | None = None
 
-    def __enter__(self) -> "Harness":
+    def __enter__(self) -> Harness:
         self.loop, self.thread = in_thread_loop()
         self.control = ControlChannel("test-gateway", **self.control_options)
         self.run(self.control.start())
@@ -51,11 +52,19 @@ class Harness:
 
         return self.run(go())
 
-    def open(self, user: Any, device: Any, grant: Any, *, source_ip: str = "192.0.2.10",
-             install: bool = True) -> LiveSession:
+    def open(
+        self,
+        user: Any,
+        device: Any,
+        grant: Any,
+        *,
+        source_ip: str = "192.0.2.10",
+        install: bool = True,
+    ) -> LiveSession:
         async def go() -> LiveSession:
-            live = await LiveSession.open(user=user, device=device, grant=grant,
-                                          source_ip=source_ip, client_kind="native")
+            live = await LiveSession.open(
+                user=user, device=device, grant=grant, source_ip=source_ip, client_kind="native"
+            )
             live.closed_with: list[str] = []  # type: ignore[attr-defined]
             live.add_closer(lambda message: live.closed_with.append(message))
             await self.control.attach(live)

@@ -21,31 +21,45 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 from broker import vault
 from broker.models import Credential, Device
-from sessions.demordp import RDPDevice, start_desktop
+from sessions.demo.rdp import RDPDevice, start_desktop
 from tests.conftest import IN_CI, free_port
 
 DEVICE_USER = "plcadmin"
 DEVICE_PASSWORD = "rdp-device-pass-7c2e"
 BACKGROUND = (0x3A, 0x7D, 0x44)
-PROGRAMS = ("Xvfb", "xsetroot", "xterm", "xdotool", "freerdp-shadow-cli", "winpr-hash", "Xvnc", "xfreerdp",
-            "ffmpeg")
-PACKAGES = ("xvfb x11-xserver-utils xterm xdotool freerdp2-shadow-x11 winpr-utils "
-            "tigervnc-standalone-server freerdp2-x11 ffmpeg")
+PROGRAMS = (
+    "Xvfb",
+    "xsetroot",
+    "xterm",
+    "xdotool",
+    "freerdp-shadow-cli",
+    "winpr-hash",
+    "Xvnc",
+    "xfreerdp",
+    "ffmpeg",
+)
+PACKAGES = (
+    "xvfb x11-xserver-utils xterm xdotool freerdp2-shadow-x11 winpr-utils "
+    "tigervnc-standalone-server freerdp2-x11 ffmpeg"
+)
 
 
 def need_programs() -> None:
     missing = [p for p in PROGRAMS if shutil.which(p) is None]
     if missing:
-        message = (f"browser RDP tests need {', '.join(missing)}: apt-get install {PACKAGES} "
-                   "(`make test` does as root)")
+        message = (
+            f"browser RDP tests need {', '.join(missing)}: apt-get install {PACKAGES} "
+            "(`make test` does as root)"
+        )
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
@@ -53,7 +67,7 @@ def need_programs() -> None:
 
 @dataclass
 class RDPServer(RDPDevice):
-    """The product's demo desktop (sessions/demordp.py) with an xterm that
+    """The product's demo desktop (sessions/demo/rdp.py) with an xterm that
     keeps every typed line."""
 
     @property
@@ -87,15 +101,27 @@ def start_rdp_server(*, security: str = "nla") -> RDPServer:
     directory = Path(tempfile.mkdtemp(prefix="airlock-rdp-device-"))
     # The "session script": a small terminal whose shell keeps every typed line.
     try:
-        device = start_desktop(port=free_port(), home=directory, username=DEVICE_USER,
-                               password=DEVICE_PASSWORD, security=security, background=BACKGROUND,
-                               program=["sh", "-c", f"cat > {directory / 'typed.txt'}"])
+        device = start_desktop(
+            port=free_port(),
+            home=directory,
+            username=DEVICE_USER,
+            password=DEVICE_PASSWORD,
+            security=security,
+            background=BACKGROUND,
+            program=["sh", "-c", f"cat > {directory / 'typed.txt'}"],
+        )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    return RDPServer(port=device.port, display=device.display, dir=device.dir,
-                     fingerprint=device.fingerprint, procs=device.procs, scratch=device.scratch,
-                     owns_dir=True)
+    return RDPServer(
+        port=device.port,
+        display=device.display,
+        dir=device.dir,
+        fingerprint=device.fingerprint,
+        procs=device.procs,
+        scratch=device.scratch,
+        owns_dir=True,
+    )
 
 
 @pytest.fixture
@@ -105,8 +131,14 @@ def rdp_server() -> Iterator[RDPServer]:
     server.stop()
 
 
-def pin_rdp_device(device: Device, server: RDPServer, *, password: str = DEVICE_PASSWORD,
-                   security: str = "nla", username: str = DEVICE_USER) -> None:
+def pin_rdp_device(
+    device: Device,
+    server: RDPServer,
+    *,
+    password: str = DEVICE_PASSWORD,
+    security: str = "nla",
+    username: str = DEVICE_USER,
+) -> None:
     device.rdp_host = "127.0.0.1"
     device.rdp_port = server.port
     device.rdp_certificate_sha256 = server.fingerprint
@@ -114,14 +146,25 @@ def pin_rdp_device(device: Device, server: RDPServer, *, password: str = DEVICE_
     device.save()
     kid, blob = vault.seal(password)
     Credential.objects.update_or_create(
-        device=device, protocol="rdp",
-        defaults={"username": username, "kind": Credential.Kind.PASSWORD, "key_id": kid,
-                  "ciphertext": blob})
+        device=device,
+        protocol="rdp",
+        defaults={
+            "username": username,
+            "kind": Credential.Kind.PASSWORD,
+            "key_id": kid,
+            "ciphertext": blob,
+        },
+    )
 
 
 @pytest.fixture
-def rdp_vendor(rdp_server: RDPServer, make_vendor_user: Callable, make_device: Callable,
-               make_grant: Callable, settings: Any) -> Iterator[Callable[..., Any]]:
+def rdp_vendor(
+    rdp_server: RDPServer,
+    make_vendor_user: Callable,
+    make_device: Callable,
+    make_grant: Callable,
+    settings: Any,
+) -> Iterator[Callable[..., Any]]:
     """make(**grant_kw) -> (user, device, grant) on the rdp_server device."""
     # Short: a unix socket path has at most 107 bytes (pytest's tmp_path is long).
     run_dir = Path(tempfile.mkdtemp(prefix="arl-rdp-"))
@@ -130,8 +173,11 @@ def rdp_vendor(rdp_server: RDPServer, make_vendor_user: Callable, make_device: C
 
     def make(*, password: str = DEVICE_PASSWORD, security: str = "nla", **grant_kw: Any) -> Any:
         user = make_vendor_user()
-        device = make_device(ssh_host="", zone=grant_kw.pop("zone", None)) if "zone" in grant_kw \
+        device = (
+            make_device(ssh_host="", zone=grant_kw.pop("zone", None))
+            if "zone" in grant_kw
             else make_device(ssh_host="")
+        )
         pin_rdp_device(device, rdp_server, password=password, security=security)
         grant = make_grant(user, device, protocols=["rdp"], **grant_kw)
         return user, device, grant

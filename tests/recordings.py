@@ -10,20 +10,28 @@ from typing import Any
 
 from django.utils import timezone
 
-from sessions.core import close_session_row, open_session_row, record_command, record_file
+from sessions.live.core import close_session_row, open_session_row, record_command, record_file
+from sessions.live.recording import AsciicastWriter, recordings_dir
 from sessions.models import Session
-from sessions.recording import AsciicastWriter, recordings_dir
 
 
-def recorded_session(user: Any, device: Any, grant: Any, *,
-                     lines: tuple[str, ...] = ("echo hello-airlock",),
-                     files: tuple[tuple[str, str], ...] = (),
-                     reason: str = "the vendor disconnected", client_kind: str = "browser",
-                     ended_days_ago: float = 0) -> Session:
-    session = open_session_row(user=user, device=device, grant=grant, source_ip="192.0.2.7",
-                               client_kind=client_kind)
-    writer = AsciicastWriter(recordings_dir() / session.recording,
-                             started=session.started_at.timestamp())
+def recorded_session(
+    user: Any,
+    device: Any,
+    grant: Any,
+    *,
+    lines: tuple[str, ...] = ("echo hello-airlock",),
+    files: tuple[tuple[str, str], ...] = (),
+    reason: str = "the vendor disconnected",
+    client_kind: str = "browser",
+    ended_days_ago: float = 0,
+) -> Session:
+    session = open_session_row(
+        user=user, device=device, grant=grant, source_ip="192.0.2.7", client_kind=client_kind
+    )
+    writer = AsciicastWriter(
+        recordings_dir() / session.recording, started=session.started_at.timestamp()
+    )
     writer.header(width=100, height=30, title=f"{user.username} on {device.slug}")
     t = 0.5
     writer.output(b"plc> ", t)
@@ -38,15 +46,30 @@ def recorded_session(user: Any, device: Any, grant: Any, *,
         writer.output(out + b"\r\nplc> ", t)
         t += 1.0
     for path, direction in files:
-        record_file(session.pk, path=path, direction=direction, size=1234, sha256="ab" * 32,
-                    allowed=True, actor=user.username, source_ip="192.0.2.7")
+        record_file(
+            session.pk,
+            path=path,
+            direction=direction,
+            size=1234,
+            sha256="ab" * 32,
+            allowed=True,
+            actor=user.username,
+            source_ip="192.0.2.7",
+        )
     sha = writer.close()
-    close_session_row(session.pk, reason=reason, by=None, bytes_in=len(lines) * 10,
-                      bytes_out=len(lines) * 20, sha256=sha)
+    close_session_row(
+        session.pk,
+        reason=reason,
+        by=None,
+        bytes_in=len(lines) * 10,
+        bytes_out=len(lines) * 20,
+        sha256=sha,
+    )
     session.refresh_from_db()
     if ended_days_ago:
         ended = timezone.now() - timedelta(days=ended_days_ago)
-        Session.objects.filter(pk=session.pk).update(started_at=ended - timedelta(minutes=5),
-                                                     ended_at=ended)
+        Session.objects.filter(pk=session.pk).update(
+            started_at=ended - timedelta(minutes=5), ended_at=ended
+        )
         session.refresh_from_db()
     return session

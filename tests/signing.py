@@ -7,8 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from sessions.anomalies.intake import signed_headers
 from sessions.models import Sensor
-from sessions.signals_intake import signed_headers
 
 DATA = Path(__file__).parent / "data"
 
@@ -21,12 +21,23 @@ def create_sensor(name: str = "zeek-ot-1", **kw: Any) -> tuple[Sensor, str]:
     return sensor, secret
 
 
-def post_signal(client: Any, name: str, secret: str, body: bytes | str, *,
-                timestamp: int | None = None, nonce: str | None = None,
-                headers: dict[str, str] | None = None) -> Any:
+def post_signal(
+    client: Any,
+    name: str,
+    secret: str,
+    body: bytes | str,
+    *,
+    timestamp: int | None = None,
+    nonce: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     body = body.encode() if isinstance(body, str) else body
-    signed = signed_headers(name, secret, body, timestamp=int(time.time()) if timestamp is None
-                            else timestamp, nonce=nonce or uuid.uuid4().hex)
+    signed = signed_headers(
+        name,
+        secret,
+        body,
+        timestamp=int(time.time()) if timestamp is None else timestamp,
+        nonce=nonce or uuid.uuid4().hex,
+    )
     signed.update(headers or {})
-    return client.post("/api/signals/", data=body, content_type="application/json",
-                       headers=signed)
+    return client.post("/api/signals/", data=body, content_type="application/json", headers=signed)

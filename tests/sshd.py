@@ -21,9 +21,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -51,8 +52,9 @@ def ensure_device_user() -> None:
 
 
 def keygen(path: Path, kind: str = "ed25519") -> tuple[Path, str]:
-    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", path.name, "-f", str(path)],
-                   check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", path.name, "-f", str(path)], check=True
+    )
     return path, (path.parent / (path.name + ".pub")).read_text().strip()
 
 
@@ -97,7 +99,7 @@ def start_sshd(root: Path, *, extra_config: str = "") -> SSHDevice:
 Port {port}
 ListenAddress 127.0.0.1
 HostKey {host_key}
-PidFile {root / 'sshd.pid'}
+PidFile {root / "sshd.pid"}
 UsePAM no
 PasswordAuthentication yes
 KbdInteractiveAuthentication no
@@ -115,10 +117,20 @@ MaxSessions 50
 Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr
 {extra_config}
 """)
-    proc = subprocess.Popen([SSHD, "-D", "-f", str(config), "-E", str(log_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    device = SSHDevice(root=root, port=port, host_key_line=host_pub, log_path=log_path,
-                       home=Path(f"/home/{DEVICE_USER}"), proc=proc, authorized_keys=authorized)
+    proc = subprocess.Popen(
+        [SSHD, "-D", "-f", str(config), "-E", str(log_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    device = SSHDevice(
+        root=root,
+        port=port,
+        host_key_line=host_pub,
+        log_path=log_path,
+        home=Path(f"/home/{DEVICE_USER}"),
+        proc=proc,
+        authorized_keys=authorized,
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -155,8 +167,8 @@ class GatewayThread:
         self.gateway: Any = None
         self.port = 0
 
-    def start(self) -> "GatewayThread":
-        from sessions.gateway import start_server
+    def start(self) -> GatewayThread:
+        from sessions.doors.ssh.gateway import start_server
 
         self.thread.start()
         self.gateway = self.call(start_server("127.0.0.1", 0))
@@ -186,6 +198,7 @@ class GatewayThread:
         """Close a listener that lives on this loop, from the loop itself
         (asyncio servers are not thread-safe: closing one from the test's
         thread races the loop's own wake-up of its waiters)."""
+
         async def close() -> None:
             server.close()
 
@@ -235,26 +248,64 @@ class Vendor:
         return f"{self.user.username}+{self.device.slug}"
 
     def ssh_options(self, batch: bool = True) -> list[str]:
-        opts = ["-F", "/dev/null", "-i", str(self.key), "-o", "IdentitiesOnly=yes",
-                "-o", "IdentityAgent=none", "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10",
-                "-o", "PasswordAuthentication=no"]
+        opts = [
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "PasswordAuthentication=no",
+        ]
         if batch:
             opts += ["-o", "BatchMode=yes"]
         return opts
 
-    def ssh(self, *command: str, extra: list[str] = (), input: bytes | None = None,
-            timeout: float = 60, batch: bool = True) -> subprocess.CompletedProcess:
-        args = ["ssh", *self.ssh_options(batch), "-p", str(self.gateway_port), *extra,
-                f"{self.login}@127.0.0.1", *command]
+    def ssh(
+        self,
+        *command: str,
+        extra: list[str] = (),
+        input: bytes | None = None,
+        timeout: float = 60,
+        batch: bool = True,
+    ) -> subprocess.CompletedProcess:
+        args = [
+            "ssh",
+            *self.ssh_options(batch),
+            "-p",
+            str(self.gateway_port),
+            *extra,
+            f"{self.login}@127.0.0.1",
+            *command,
+        ]
         return subprocess.run(args, input=input, capture_output=True, timeout=timeout)
 
     def ssh_args(self, *command: str, extra: list[str] = (), batch: bool = True) -> list[str]:
-        return ["ssh", *self.ssh_options(batch), "-p", str(self.gateway_port), *extra,
-                f"{self.login}@127.0.0.1", *command]
+        return [
+            "ssh",
+            *self.ssh_options(batch),
+            "-p",
+            str(self.gateway_port),
+            *extra,
+            f"{self.login}@127.0.0.1",
+            *command,
+        ]
 
-    def scp(self, *args: str, legacy: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
-        cmd = ["scp", *self.ssh_options(), "-P", str(self.gateway_port)] + (["-v"] if os.environ.get("AIRLOCK_TEST_SCP_VERBOSE") else [])
+    def scp(
+        self, *args: str, legacy: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
+        cmd = ["scp", *self.ssh_options(), "-P", str(self.gateway_port)] + (
+            ["-v"] if os.environ.get("AIRLOCK_TEST_SCP_VERBOSE") else []
+        )
         if legacy:
             cmd.append("-O")
         return subprocess.run([*cmd, *args], capture_output=True, timeout=timeout)
@@ -262,8 +313,15 @@ class Vendor:
     def sftp(self, batch_text: str, timeout: float = 60) -> subprocess.CompletedProcess:
         batch = self.tmp / "sftp-batch"
         batch.write_text(batch_text)
-        cmd = ["sftp", *self.ssh_options(), "-P", str(self.gateway_port), "-b", str(batch),
-               f"{self.login}@127.0.0.1"]
+        cmd = [
+            "sftp",
+            *self.ssh_options(),
+            "-P",
+            str(self.gateway_port),
+            "-b",
+            str(batch),
+            f"{self.login}@127.0.0.1",
+        ]
         return subprocess.run(cmd, capture_output=True, timeout=timeout)
 
     def remote(self, path: str) -> str:
@@ -277,20 +335,37 @@ def pin_device(device: Device, sshd: SSHDevice, *, password: str = DEVICE_PASSWO
     device.save()
     kid, blob = vault.seal(password)
     Credential.objects.update_or_create(
-        device=device, protocol="ssh",
-        defaults={"username": DEVICE_USER, "kind": Credential.Kind.PASSWORD, "key_id": kid,
-                  "ciphertext": blob})
+        device=device,
+        protocol="ssh",
+        defaults={
+            "username": DEVICE_USER,
+            "kind": Credential.Kind.PASSWORD,
+            "key_id": kid,
+            "ciphertext": blob,
+        },
+    )
 
 
 @pytest.fixture
-def make_ssh_vendor(device_sshd: SSHDevice, gateway: GatewayThread, make_vendor_user: Callable,
-                    make_device: Callable, make_grant: Callable, tmp_path: Path) -> Callable[..., Vendor]:
-    from sessions.gateway import host_key_line
+def make_ssh_vendor(
+    device_sshd: SSHDevice,
+    gateway: GatewayThread,
+    make_vendor_user: Callable,
+    make_device: Callable,
+    make_grant: Callable,
+    tmp_path: Path,
+) -> Callable[..., Vendor]:
+    from sessions.doors.ssh.gateway import host_key_line
 
     counter = iter(range(1, 1000))
 
-    def make(*, grant: dict | None = None, device: Device | None = None, user: User | None = None,
-             **device_kw: Any) -> Vendor:
+    def make(
+        *,
+        grant: dict | None = None,
+        device: Device | None = None,
+        user: User | None = None,
+        **device_kw: Any,
+    ) -> Vendor:
         n = next(counter)
         user = user or make_vendor_user(f"vendor{n}")
         device = device or make_device(f"plc-{n}", **device_kw)
@@ -300,12 +375,25 @@ def make_ssh_vendor(device_sshd: SSHDevice, gateway: GatewayThread, make_vendor_
         from broker import sshkeys
 
         parsed = sshkeys.parse(pub)
-        SSHPublicKey.objects.create(user=user, public_key=parsed.openssh, algorithm=parsed.algorithm,
-                                    bits=parsed.bits, fingerprint=parsed.fingerprint, name="test")
+        SSHPublicKey.objects.create(
+            user=user,
+            public_key=parsed.openssh,
+            algorithm=parsed.algorithm,
+            bits=parsed.bits,
+            fingerprint=parsed.fingerprint,
+            name="test",
+        )
         known = tmp_path / "known_hosts"
         known.write_text(f"[127.0.0.1]:{gateway.port} {host_key_line()}\n")
-        return Vendor(user=user, device=device, grant=g, key=key, known_hosts=known,
-                      gateway_port=gateway.port, tmp=tmp_path)
+        return Vendor(
+            user=user,
+            device=device,
+            grant=g,
+            key=key,
+            known_hosts=known,
+            gateway_port=gateway.port,
+            tmp=tmp_path,
+        )
 
     return make
 

@@ -16,8 +16,14 @@ pytestmark = pytest.mark.both
 
 
 def ask(plant, **kw):
-    args = dict(protocols=["ssh"], starts_at=None, duration=timedelta(hours=2), reason="WO-4711",
-                wants_upload=True, wants_download=True)
+    args = dict(
+        protocols=["ssh"],
+        starts_at=None,
+        duration=timedelta(hours=2),
+        reason="WO-4711",
+        wants_upload=True,
+        wants_download=True,
+    )
     args.update(kw)
     return approvals.submit_request(plant.vera, plant.device, **args)
 
@@ -135,8 +141,14 @@ def test_deciding_after_the_window_passed_expires_the_request(plant):
 def test_an_approver_may_shorten_the_window_and_turn_off_file_transfer(plant):
     start = timezone.now() + timedelta(hours=1)
     req = ask(plant, starts_at=start, duration=timedelta(hours=4))
-    approvals.decide(plant.olga, req, approve=True, ends_at=start + timedelta(hours=3),
-                     allow_upload=False, note="no uploads on the line")
+    approvals.decide(
+        plant.olga,
+        req,
+        approve=True,
+        ends_at=start + timedelta(hours=3),
+        allow_upload=False,
+        note="no uploads on the line",
+    )
     approvals.decide(plant.sam, req, approve=True, ends_at=start + timedelta(hours=2))
     grant = Grant.objects.get()
     assert grant.starts_at == start

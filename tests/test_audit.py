@@ -8,7 +8,8 @@ import os
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
+from datetime import timezone as dt_timezone
 from io import StringIO
 from pathlib import Path
 
@@ -30,8 +31,12 @@ def sql(statement: str, params: list | None = None) -> None:
 
 
 def chain(n: int) -> list[AuditEvent]:
-    return [audit.record("test.event", actor="alice", target=f"thing:{i}", source_ip="192.0.2.7",
-                         data={"i": i}) for i in range(n)]
+    return [
+        audit.record(
+            "test.event", actor="alice", target=f"thing:{i}", source_ip="192.0.2.7", data={"i": i}
+        )
+        for i in range(n)
+    ]
 
 
 def test_audit_chain_verifies_untouched_events(db):
@@ -60,8 +65,9 @@ def test_audit_chain_names_an_edited_row(db):
     assert "edited" in problem.message
 
 
-@pytest.mark.parametrize("column, value", [("actor", "mallory"), ("action", "test.other"),
-                                           ("source_ip", "198.51.100.1")])
+@pytest.mark.parametrize(
+    "column, value", [("actor", "mallory"), ("action", "test.other"), ("source_ip", "198.51.100.1")]
+)
 def test_an_edit_to_any_hashed_column_is_caught(db, column, value):
     events = chain(3)
     sql(f"UPDATE {TABLE} SET {column} = %s WHERE id = %s", [value, events[2].pk])
@@ -70,8 +76,10 @@ def test_an_edit_to_any_hashed_column_is_caught(db, column, value):
 
 def test_an_edited_time_is_caught(db):
     events = chain(3)
-    sql(f"UPDATE {TABLE} SET at = %s WHERE id = %s",
-        [datetime(2020, 1, 1, tzinfo=dt_timezone.utc), events[0].pk])
+    sql(
+        f"UPDATE {TABLE} SET at = %s WHERE id = %s",
+        [datetime(2020, 1, 1, tzinfo=UTC), events[0].pk],
+    )
     assert audit.verify().event_id == events[0].pk
 
 
@@ -94,11 +102,19 @@ def test_deleting_the_newest_events_is_caught_by_the_chain_head(db):
 def test_an_event_appended_without_record_is_named_even_with_correct_hashes(db):
     events = chain(3)
     last = events[-1]
-    at = datetime(2026, 1, 1, tzinfo=dt_timezone.utc)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
     digest = audit.compute_hash(last.hash, at, "mallory", "test.event", "x", None, {})
     # Through the ORM (inserts are allowed), with a hash the attacker computed.
-    forged = AuditEvent(id=last.id + 1, at=at, actor="mallory", action="test.event", target="x",
-                        data={}, prev_hash=last.hash, hash=digest)
+    forged = AuditEvent(
+        id=last.id + 1,
+        at=at,
+        actor="mallory",
+        action="test.event",
+        target="x",
+        data={},
+        prev_hash=last.hash,
+        hash=digest,
+    )
     forged.save()
     problem = audit.verify()
     assert problem.event_id == forged.id
@@ -111,10 +127,18 @@ def test_an_event_inserted_in_the_middle_is_caught(db):
     # forged event that links correctly to events[1].
     sql(f"UPDATE {TABLE} SET id = id + 1000000 WHERE id > %s", [events[1].pk])
     sql(f"UPDATE {TABLE} SET id = id - 999999 WHERE id > 1000000")
-    at = datetime(2026, 1, 1, tzinfo=dt_timezone.utc)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
     digest = audit.compute_hash(events[1].hash, at, "mallory", "test.event", "x", None, {})
-    AuditEvent(id=events[1].pk + 1, at=at, actor="mallory", action="test.event", target="x",
-               data={}, prev_hash=events[1].hash, hash=digest).save()
+    AuditEvent(
+        id=events[1].pk + 1,
+        at=at,
+        actor="mallory",
+        action="test.event",
+        target="x",
+        data={},
+        prev_hash=events[1].hash,
+        hash=digest,
+    ).save()
     problem = audit.verify()
     # The forged row links backwards, so the chain breaks at the row after it.
     assert problem.event_id == events[2].pk + 1
@@ -133,7 +157,7 @@ def test_two_swapped_events_are_caught(db):
 
 
 def test_record_keeps_what_json_can_hold_and_the_hash_covers_it(db):
-    when = datetime(2026, 3, 1, 12, 0, tzinfo=dt_timezone.utc)
+    when = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     event = audit.record("test.event", data={"when": when, "n": 1.5, "name": "Zoë"})
     stored = AuditEvent.objects.get(pk=event.pk)
     assert stored.data == {"when": str(when), "n": 1.5, "name": "Zoë"}
@@ -206,12 +230,22 @@ def test_verifyaudit_exits_non_zero_on_a_real_database_file_edited_behind_its_ba
     base = Path(settings.BASE_DIR)
 
     def manage(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=base, env=env,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=base,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     assert manage("migrate", "--noinput").returncode == 0
-    made = manage("shell", "-c", "from broker import audit\n"
-                  "for i in range(5): audit.record('test.event', target=f'thing:{i}')")
+    made = manage(
+        "shell",
+        "-c",
+        "from broker import audit\n"
+        "for i in range(5): audit.record('test.event', target=f'thing:{i}')",
+    )
     assert made.returncode == 0, made.stderr
     intact = manage("verifyaudit")
     assert intact.returncode == 0, intact.stderr

@@ -41,7 +41,9 @@ def test_threads_appending_at_once_keep_one_chain():
         try:
             start.wait(timeout=30)
             for i in range(per_thread):
-                audit.record("test.concurrent", actor=f"writer{n}", target=f"thing:{i}", data={"n": n})
+                audit.record(
+                    "test.concurrent", actor=f"writer{n}", target=f"thing:{i}", data={"n": n}
+                )
         except BaseException as exc:  # reported below, with the thread's error
             errors.append(exc)
         finally:
@@ -64,19 +66,28 @@ def test_separate_processes_appending_at_once_keep_one_chain():
     env = {**os.environ, "DATABASE_URL": url}
     writers, per_writer = 4, 40
     go = Path(settings.BASE_DIR)
-    script = ("import sys, time, django\n"
-              "django.setup()\n"
-              "from broker import audit\n"
-              "n, count, at = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])\n"
-              "time.sleep(max(0.0, at - time.time()))\n"
-              "for i in range(count): audit.record('test.concurrent', actor=f'proc{n}', target=f'thing:{i}')\n")
+    script = (
+        "import sys, time, django\n"
+        "django.setup()\n"
+        "from broker import audit\n"
+        "n, count, at = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])\n"
+        "time.sleep(max(0.0, at - time.time()))\n"
+        "for i in range(count): audit.record('test.concurrent', actor=f'proc{n}', target=f'thing:{i}')\n"
+    )
     import time
 
     start_at = str(time.time() + 3)  # all start together, after their imports
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(n), str(per_writer), start_at],
-                              cwd=go, env={**env, "DJANGO_SETTINGS_MODULE": "broker.settings"},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for n in range(writers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(n), str(per_writer), start_at],
+            cwd=go,
+            env={**env, "DJANGO_SETTINGS_MODULE": "broker.settings"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(writers)
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err

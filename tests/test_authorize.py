@@ -9,10 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from django.utils import timezone
-from broker.models import TOTPDevice
 
 from broker.access import AccessDenied, Reason, authorize
-from broker.models import Lock
+from broker.models import Lock, TOTPDevice
 from tests.access_fixtures import plant  # noqa: F401
 
 pytestmark = pytest.mark.both
@@ -48,7 +47,9 @@ def _lock_user(p, g):
 
 
 def _lock_vendor(p, g):
-    Lock.objects.create(vendor=p.vendor, reason="contract dispute", expires_at=NOW + timedelta(hours=2))
+    Lock.objects.create(
+        vendor=p.vendor, reason="contract dispute", expires_at=NOW + timedelta(hours=2)
+    )
 
 
 def _lock_device(p, g):
@@ -123,48 +124,89 @@ def test_every_reason_code_is_covered_by_the_table():
     assert codes == {reason for reason, _, _ in CASES}
 
 
-@pytest.mark.parametrize("reason,setup,sentence", CASES, ids=[f"{c[0]}-{c[1].__name__}" for c in CASES])
-def test_authorize_denies_with_a_reason_code_and_a_sentence(plant, make_grant, reason, setup, sentence):
-    grant = make_grant(plant.vera, plant.device, starts_at=NOW - timedelta(hours=1),
-                       ends_at=NOW + timedelta(hours=1))
+@pytest.mark.parametrize(
+    "reason,setup,sentence", CASES, ids=[f"{c[0]}-{c[1].__name__}" for c in CASES]
+)
+def test_authorize_denies_with_a_reason_code_and_a_sentence(
+    plant, make_grant, reason, setup, sentence
+):
+    grant = make_grant(
+        plant.vera,
+        plant.device,
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(hours=1),
+    )
     plant.who, plant.protocol = plant.vera, "ssh"
     setup(plant, grant)
     with time_machine.travel(NOW, tick=False):
         with pytest.raises(AccessDenied) as exc:
-            authorize(plant.who, plant.device, protocol=plant.protocol, at=timezone.now(),
-                      source_ip="10.0.0.1")
+            authorize(
+                plant.who,
+                plant.device,
+                protocol=plant.protocol,
+                at=timezone.now(),
+                source_ip="10.0.0.1",
+            )
     assert exc.value.reason == reason
     assert sentence in str(exc.value)
 
 
 @pytest.mark.parametrize("setup", [lambda p, g: None, _lifted_and_expired_locks_do_not_count])
 def test_authorize_returns_the_covering_grant(plant, make_grant, setup):
-    grant = make_grant(plant.vera, plant.device, starts_at=NOW - timedelta(hours=1),
-                       ends_at=NOW + timedelta(hours=1))
+    grant = make_grant(
+        plant.vera,
+        plant.device,
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(hours=1),
+    )
     setup(plant, grant)
-    assert authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip="10.0.0.1") == grant
+    assert (
+        authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip="10.0.0.1") == grant
+    )
 
 
 def test_an_allowed_source_network_lets_the_vendor_in(plant, make_grant):
     plant.vendor.allowed_cidrs = "10.0.0.0/8\n192.0.2.0/24"
     plant.vendor.save()
-    grant = make_grant(plant.vera, plant.device, starts_at=NOW - timedelta(hours=1),
-                       ends_at=NOW + timedelta(hours=1))
-    assert authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip="10.2.3.4") == grant
+    grant = make_grant(
+        plant.vera,
+        plant.device,
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(hours=1),
+    )
+    assert (
+        authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip="10.2.3.4") == grant
+    )
     with pytest.raises(AccessDenied):
         authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip=None)
 
 
 def test_a_grant_is_reevaluated_at_the_time_asked(plant, make_grant):
-    make_grant(plant.vera, plant.device, starts_at=NOW - timedelta(hours=1), ends_at=NOW + timedelta(hours=1))
+    make_grant(
+        plant.vera,
+        plant.device,
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(hours=1),
+    )
     authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip="10.0.0.1")
     with pytest.raises(AccessDenied) as exc:
-        authorize(plant.vera, plant.device, protocol="ssh", at=NOW + timedelta(hours=2), source_ip="10.0.0.1")
+        authorize(
+            plant.vera,
+            plant.device,
+            protocol="ssh",
+            at=NOW + timedelta(hours=2),
+            source_ip="10.0.0.1",
+        )
     assert exc.value.reason == Reason.EXPIRED
 
 
 def test_a_window_on_another_day_names_the_day_in_plant_time(plant, make_grant):
-    make_grant(plant.vera, plant.device, starts_at=NOW + timedelta(days=1), ends_at=NOW + timedelta(days=1, hours=2))
+    make_grant(
+        plant.vera,
+        plant.device,
+        starts_at=NOW + timedelta(days=1),
+        ends_at=NOW + timedelta(days=1, hours=2),
+    )
     with pytest.raises(AccessDenied) as exc:
         authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip="10.0.0.1")
     assert str(exc.value).endswith("your next window starts 25 Nov 13:00 CET")

@@ -5,20 +5,15 @@ vendor's page shows the grant."""
 
 from __future__ import annotations
 
-
 import pytest
 from django.contrib.sessions.backends.db import SessionStore
 from django.urls import reverse
-from broker.models import TOTPDevice
 
-from broker import demo
-from broker.models import AccessRequest, ApproverGroup, Grant
+from broker.models import AccessRequest, ApproverGroup, Grant, TOTPDevice
+from sessions.demo import inventory as demo
 from tests.conftest import SCREENSHOTS, TEST_PASSWORD, totp_now
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-
 
 
 def shot(page, name: str) -> None:
@@ -47,7 +42,8 @@ def forget_step_up(page) -> None:
 
 
 def test_two_groups_approve_in_the_browser_and_the_vendor_sees_the_grant(
-        live_server, browser, make_vendor_user, make_approver):
+    live_server, browser, make_vendor_user, make_approver
+):
     base = live_server.url
     vera = make_vendor_user("vera")
     demo.seed_inventory(vera.vendor)

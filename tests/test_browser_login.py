@@ -58,12 +58,14 @@ def sign_in_with_password(page, base: str) -> None:
 
 
 def test_an_invited_vendor_enrols_signs_in_and_a_wrong_code_keeps_them_out(
-        live_server, page, make_vendor, make_user):
+    live_server, page, make_vendor, make_user
+):
     base = live_server.url
     admin = make_user("root", is_staff=True, is_superuser=True)
     vendor = make_vendor("Acme Automation")
-    _, token = invitations.invite(email="alice@acme.example", username="alice", vendor=vendor,
-                                  invited_by=admin)
+    _, token = invitations.invite(
+        email="alice@acme.example", username="alice", vendor=vendor, invited_by=admin
+    )
 
     # The invitation link: choose a password.
     page.goto(base + reverse("invitation", args=[token]))

@@ -20,24 +20,29 @@ from tests.sshd import device_sshd, gateway, make_ssh_vendor, vendor, wait_for  
 pytestmark = [pytest.mark.browser, pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 
 
-
-
-
 def test_an_approver_ends_a_live_ssh_session_from_the_browser(
-        live_server: Any, browser: Any, vendor: Any, make_group: Any, make_approver: Any,
-        settings: Any) -> None:
+    live_server: Any, browser: Any, vendor: Any, make_group: Any, make_approver: Any, settings: Any
+) -> None:
     from broker.models import ApprovalRule
 
     group = make_group("Plant operations")
     ApprovalRule.objects.create(zone=vendor.device.zone, group=group, count=1)
     olga = make_approver("olga", groups=[group])
-    ssh = subprocess.Popen(vendor.ssh_args("sleep 600"), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
+    ssh = subprocess.Popen(
+        vendor.ssh_args("sleep 600"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     wait_for(lambda: Session.objects.filter(user=vendor.user, ended_at=None).exists())
 
     context = browser.new_context()
-    context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": session_cookie(olga),
-                          "url": live_server.url}])
+    context.add_cookies(
+        [
+            {
+                "name": settings.SESSION_COOKIE_NAME,
+                "value": session_cookie(olga),
+                "url": live_server.url,
+            }
+        ]
+    )
     page = context.new_page()
     page.goto(live_server.url + reverse("live-sessions"))
     row = page.locator("#live-sessions tbody tr", has_text=vendor.device.slug)

@@ -5,13 +5,12 @@ the session by what was typed and plays it back."""
 
 from __future__ import annotations
 
-
 import pytest
 from django.urls import reverse
 
 from broker.models import ApprovalRule, ApproverGroup, TOTPDevice
+from sessions.live.revocation import revoke
 from sessions.models import Command, Session
-from sessions.revocation import revoke
 from tests.asgi_server import asgi_server  # noqa: F401  (fixture)
 from tests.browser_session import session_cookie
 from tests.conftest import SCREENSHOTS, totp_now
@@ -28,8 +27,6 @@ SCREEN_TEXT = """() => {
   for (let i = 0; i < buffer.length; i++) { lines.push(buffer.getLine(i).translateToString(true)); }
   return lines.join("\\n");
 }"""
-
-
 
 
 def page_for(browser, base: str, user) -> object:
@@ -53,11 +50,13 @@ def vendor_grant(device_sshd, make_vendor, make_vendor_user, make_device, make_g
         device = make_device("filler-plc", name="Filler PLC", zone=zone)
         pin_device(device, device_sshd)
         return user, device, make_grant(user, device)
+
     return make
 
 
 def test_vendor_types_in_the_browser_and_the_device_answers(
-        asgi_server, browser, vendor_grant, make_user, device_sshd):
+    asgi_server, browser, vendor_grant, make_user, device_sshd
+):
     user, device, grant = vendor_grant()
     base = asgi_server.url
     page = page_for(browser, base, user)
@@ -117,11 +116,16 @@ def test_vendor_types_in_the_browser_and_the_device_answers(
     page.screenshot(path=str(SCREENSHOTS / "terminal-ended.png"))
     assert page.errors == []
 
-    session = wait_for(lambda: Session.objects.filter(user=user).exclude(recording_sha256="").first())
+    session = wait_for(
+        lambda: Session.objects.filter(user=user).exclude(recording_sha256="").first()
+    )
     assert "the line restarts in 5 minutes" in session.end_reason
     typed = list(Command.objects.filter(session=session).values_list("text", flat=True))
-    assert typed[:3] == ["echo hello-airlock", "echo the pump runs at $((1200 + 300)) rpm",
-                         "echo pasted-$((7*6))"]
+    assert typed[:3] == [
+        "echo hello-airlock",
+        "echo the pump runs at $((1200 + 300)) rpm",
+        "echo pasted-$((7*6))",
+    ]
 
     # The auditor finds the session by the command and plays it back.
     auditor = make_user("audrey", is_auditor=True)
@@ -140,8 +144,7 @@ def test_vendor_types_in_the_browser_and_the_device_answers(
     assert review.errors == []
 
 
-def test_zone_with_connection_otp_asks_for_a_fresh_code_first(
-        asgi_server, browser, vendor_grant):
+def test_zone_with_connection_otp_asks_for_a_fresh_code_first(asgi_server, browser, vendor_grant):
     user, device, grant = vendor_grant(requires_connection_otp=True)
     base = asgi_server.url
     page = page_for(browser, base, user)
@@ -167,7 +170,8 @@ def test_zone_with_connection_otp_asks_for_a_fresh_code_first(
 
 
 def test_grant_for_another_vendor_is_404_and_a_denied_grant_explains(
-        asgi_server, browser, vendor_grant, make_vendor_user):
+    asgi_server, browser, vendor_grant, make_vendor_user
+):
     user, device, grant = vendor_grant()
     base = asgi_server.url
     stranger = page_for(browser, base, make_vendor_user("mallory"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sessions.recording import MAX_LINE, LineEditor
+from sessions.live.recording import MAX_LINE, LineEditor
 
 
 def typed(*chunks: bytes) -> list[str]:
@@ -27,7 +27,9 @@ def test_ctrl_u_kills_the_line_typed_so_far():
 
 
 def test_ctrl_w_kills_the_word_before_the_cursor():
-    assert typed(b"systemctl stop plc \x17restart-not\x17status plc\r") == ["systemctl stop status plc"]
+    assert typed(b"systemctl stop plc \x17restart-not\x17status plc\r") == [
+        "systemctl stop status plc"
+    ]
 
 
 def test_left_arrow_then_typing_inserts_in_the_middle():

@@ -9,13 +9,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from sessions.control import LOST_REASON, ControlChannelLost
+from sessions.live.control import LOST_REASON, ControlChannelLost
 from sessions.models import Gateway, Session
 from tests.conftest import IN_CI, free_port
 from tests.livecontrol import Harness
@@ -35,9 +36,22 @@ class RedisProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: _ping(self.port), "redis-server to accept connections")
 
     def stop(self) -> None:
@@ -83,11 +97,20 @@ def redis_server() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
-def world(make_vendor_user: Any, make_device: Any, make_grant: Any, settings: Any,
-          transactional_db: Any, redis_server: RedisProcess) -> dict[str, Any]:
-    settings.CHANNEL_LAYERS = {"default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [redis_server.url]}}}
+def world(
+    make_vendor_user: Any,
+    make_device: Any,
+    make_grant: Any,
+    settings: Any,
+    transactional_db: Any,
+    redis_server: RedisProcess,
+) -> dict[str, Any]:
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_server.url]},
+        }
+    }
     device = make_device("plc-7")
     alice = make_vendor_user("alice")
     grant = make_grant(alice, device, ends_at=timezone.now() + timedelta(hours=2))
@@ -95,7 +118,8 @@ def world(make_vendor_user: Any, make_device: Any, make_grant: Any, settings: An
 
 
 def test_losing_redis_refuses_new_sessions_and_ends_live_ones_after_the_grace(
-        world: dict[str, Any]) -> None:
+    world: dict[str, Any],
+) -> None:
     with Harness(probe_seconds=0.2, grace_seconds=5) as h:
         live = h.open(world["alice"], world["device"], world["grant"], install=False)
         h.control.check_admission()  # healthy: admits
@@ -126,13 +150,15 @@ def test_a_gateway_accepts_again_when_redis_is_back(world: dict[str, Any]) -> No
         wait_for(lambda: h.control.is_healthy, "the gateway to hear its probe again")
         h.control.check_admission()
         # The gateway admits at once, then writes its row.
-        wait_for(lambda: Gateway.objects.get(name="test-gateway").is_accepting,
-                 "the gateway row to say it accepts again")
+        wait_for(
+            lambda: Gateway.objects.get(name="test-gateway").is_accepting,
+            "the gateway row to say it accepts again",
+        )
         assert not live.ended  # the outage was shorter than the grace
 
 
 def test_after_an_outage_terminate_still_reaches_the_live_session(world: dict[str, Any]) -> None:
-    from sessions.revocation import revoke
+    from sessions.live.revocation import revoke
 
     with Harness(probe_seconds=0.2, grace_seconds=60) as h:
         live = h.open(world["alice"], world["device"], world["grant"], install=False)
@@ -150,22 +176,29 @@ def test_after_an_outage_terminate_still_reaches_the_live_session(world: dict[st
 
 @pytest.mark.sshd
 def test_redis_stopped_under_a_real_gateway_refuses_ssh_and_ends_the_live_one(
-        request: Any, settings: Any, redis_server: RedisProcess, transactional_db: Any) -> None:
+    request: Any, settings: Any, redis_server: RedisProcess, transactional_db: Any
+) -> None:
     from tests.netstate import established_to
 
-    settings.CHANNEL_LAYERS = {"default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [redis_server.url]}}}
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_server.url]},
+        }
+    }
     settings.AIRLOCK_CONTROL_PROBE_SECONDS = 0.2
     settings.AIRLOCK_CONTROL_GRACE_SECONDS = 3
     # The gateway (started by the fixture) reads the settings above.
     vendor = request.getfixturevalue("vendor")
     gateway = request.getfixturevalue("gateway")
     device_sshd = request.getfixturevalue("device_sshd")
-    live = subprocess.Popen(vendor.ssh_args("sleep 600"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    wait_for(lambda: Session.objects.filter(user=vendor.user, ended_at=None).exists(),
-             "the session to start")
+    live = subprocess.Popen(
+        vendor.ssh_args("sleep 600"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    wait_for(
+        lambda: Session.objects.filter(user=vendor.user, ended_at=None).exists(),
+        "the session to start",
+    )
 
     redis_server.stop()
 
@@ -177,6 +210,8 @@ def test_redis_stopped_under_a_real_gateway_refuses_ssh_and_ends_the_live_one(
     assert LOST_REASON in err.decode()
     wait_for(lambda: established_to(device_sshd.port) == 0, "the device side to close")
     # The gateway closes both sides first, then writes the row.
-    wait_for(lambda: Session.objects.filter(user=vendor.user).exclude(ended_at=None).exists(),
-             "the session row to be closed")
+    wait_for(
+        lambda: Session.objects.filter(user=vendor.user).exclude(ended_at=None).exists(),
+        "the session row to be closed",
+    )
     assert Session.objects.get(user=vendor.user).end_reason == LOST_REASON

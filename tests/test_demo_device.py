@@ -13,9 +13,9 @@ import pytest
 from django.core.management import call_command
 
 from broker.models import Device
-from sessions import demodevice
-from sessions.demodevice import PLC
-from sessions.gateway import host_key_line
+from sessions.demo import device as demodevice
+from sessions.demo.device import PLC
+from sessions.doors.ssh.gateway import host_key_line
 from tests.conftest import free_port
 from tests.sshd import GatewayThread
 
@@ -51,16 +51,33 @@ def demo(settings, tmp_path):
     port = free_port()
     Device.objects.filter(slug="demo-plc").update(ssh_port=port)
     device_server = thread.call(demodevice.start_demo_device("127.0.0.1", port))
-    from sessions.gateway import start_server
+    from sessions.doors.ssh.gateway import start_server
 
     thread.gateway = thread.call(start_server("127.0.0.1", 0))
     thread.port = thread.gateway.port
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{thread.port} {host_key_line()}\n")
-    key = settings.VAR_DIR / "demo" / "vendor_ed25519" if not os.path.isabs(data["vendor_ssh_key"]) \
+    key = (
+        settings.VAR_DIR / "demo" / "vendor_ed25519"
+        if not os.path.isabs(data["vendor_ssh_key"])
         else data["vendor_ssh_key"]
-    base = ["-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-            "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
+    )
+    base = [
+        "-F",
+        "/dev/null",
+        "-i",
+        str(key),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        f"UserKnownHostsFile={known}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+    ]
     yield data, thread, base
     try:
         thread.close_server(device_server)
@@ -82,16 +99,20 @@ def test_seed_demo_json_has_the_gateway_the_key_and_the_ssh_command(demo):
 
 def test_newcomer_reaches_the_demo_plc_through_the_gateway(demo):
     _, thread, base = demo
-    result = subprocess.run(["ssh", *base, "-p", str(thread.port), "vendor+demo-plc@127.0.0.1", "status"],
-                            capture_output=True, timeout=60)
+    result = subprocess.run(
+        ["ssh", *base, "-p", str(thread.port), "vendor+demo-plc@127.0.0.1", "status"],
+        capture_output=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert b"demo-plc (SIMULATED)" in result.stdout
 
 
 def test_demo_plc_interactive_session_is_labelled_and_has_no_shell(demo):
     _, thread, base = demo
-    child = pexpect.spawn("ssh", [*base, "-tt", "-p", str(thread.port), "vendor+demo-plc@127.0.0.1"],
-                          timeout=30)
+    child = pexpect.spawn(
+        "ssh", [*base, "-tt", "-p", str(thread.port), "vendor+demo-plc@127.0.0.1"], timeout=30
+    )
     child.expect("Airlock DEMO PLC: a simulated device")
     child.expect("demo-plc> ")
     child.sendline("id")
@@ -106,9 +127,14 @@ def test_demo_plc_sftp_stays_in_its_scratch_folder(demo, tmp_path):
     _, thread, base = demo
     (demodevice.files_dir() / "recipe.csv").write_text("speed,1200\n")
     batch = tmp_path / "batch"
-    batch.write_text(f"get recipe.csv {tmp_path / 'recipe.csv'}\nget ../../airlock.sqlite3 {tmp_path / 'db'}\n")
-    result = subprocess.run(["sftp", *base, "-P", str(thread.port), "-b", str(batch),
-                             "vendor+demo-plc@127.0.0.1"], capture_output=True, timeout=60)
+    batch.write_text(
+        f"get recipe.csv {tmp_path / 'recipe.csv'}\nget ../../airlock.sqlite3 {tmp_path / 'db'}\n"
+    )
+    result = subprocess.run(
+        ["sftp", *base, "-P", str(thread.port), "-b", str(batch), "vendor+demo-plc@127.0.0.1"],
+        capture_output=True,
+        timeout=60,
+    )
     assert (tmp_path / "recipe.csv").read_text() == "speed,1200\n"
     assert not (tmp_path / "db").exists()
     assert result.returncode != 0
@@ -123,14 +149,26 @@ def test_rundemodevice_runs_as_its_own_process(tmp_path):
 
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "AIRLOCK_VAR_DIR": str(tmp_path), "DATABASE_URL": ""}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=root, env=env, check=True,
-                   timeout=120)
-    subprocess.run([sys.executable, "manage.py", "seed_demo", "--json"], cwd=root, env=env, check=True,
-                   timeout=120, capture_output=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=root, env=env, check=True, timeout=120
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "seed_demo", "--json"],
+        cwd=root,
+        env=env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     port = free_port()
     log = tmp_path / "demo.log"
-    proc = subprocess.Popen([sys.executable, "manage.py", "rundemodevice", "--listen", f"127.0.0.1:{port}"],
-                            cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "rundemodevice", "--listen", f"127.0.0.1:{port}"],
+        cwd=root,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while "DEMO PLC (simulated) listening" not in log.read_text(errors="replace"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker import demo
 from broker.access import authorize  # noqa: F401  (the demo device is reached through it)
 from broker.models import ApprovalRule, Credential, Device, Site, Zone
+from sessions.demo import inventory as demo
 
 pytestmark = pytest.mark.both
 
@@ -19,8 +19,14 @@ def test_seed_inventory_builds_the_demo_plant_and_is_idempotent(make_vendor):
     second = demo.seed_inventory(vendor)
     assert first == second
     assert demo.demo_device_login() == (username, password) and len(password) >= 20
-    assert Site.objects.get().timezone == "Europe/Berlin" and Zone.objects.get().name == "Packaging line"
-    assert sorted(str(r) for r in ApprovalRule.objects.all()) == ["1 of OT security", "1 of Plant operations"]
+    assert (
+        Site.objects.get().timezone == "Europe/Berlin"
+        and Zone.objects.get().name == "Packaging line"
+    )
+    assert sorted(str(r) for r in ApprovalRule.objects.all()) == [
+        "1 of OT security",
+        "1 of Plant operations",
+    ]
     device = Device.objects.get(slug="demo-plc")
     assert (device.kind, device.ssh_host, device.ssh_port) == ("plc", "127.0.0.1", 2201)
     assert list(vendor.eligible_devices.all()) == [device]

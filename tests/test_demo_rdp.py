@@ -23,9 +23,10 @@ from django.utils import timezone
 
 from broker.access import authorize
 from broker.models import Credential, Device, Grant, User
-from sessions import demordp, rdp_consumer
+from sessions.demo import rdp as demordp
+from sessions.doors.rdp import consumer as rdp_consumer
+from sessions.doors.rdp.desktop import fetch_certificate_fingerprint
 from sessions.models import Session
-from sessions.rdp import fetch_certificate_fingerprint
 from tests.browser_session import session_cookie
 from tests.conftest import free_port
 from tests.rdpserver import need_programs
@@ -56,8 +57,11 @@ def test_seed_demo_creates_the_demo_hmi_with_a_pinned_certificate_and_an_rdp_gra
     assert hmi["rdp"] == "127.0.0.1:3390"
     assert device.zone == Device.objects.get(slug="demo-plc").zone
     # Pinned at seed time: the certificate the demo desktop will present.
-    assert device.rdp_certificate_sha256 == hmi["certificate_sha256"] == \
-        demordp.write_certificate(demo_var / "demo" / "hmi")
+    assert (
+        device.rdp_certificate_sha256
+        == hmi["certificate_sha256"]
+        == demordp.write_certificate(demo_var / "demo" / "hmi")
+    )
     credential = Credential.objects.get(device=device, protocol="rdp")
     username, password = demordp.demo_hmi_login()
     assert credential.username == username == "operator" and len(password) >= 20
@@ -65,12 +69,16 @@ def test_seed_demo_creates_the_demo_hmi_with_a_pinned_certificate_and_an_rdp_gra
     assert device in vendor.vendor.eligible_devices.all()
     grant = Grant.objects.get(code=hmi["grant"]["code"])
     assert grant.device == device and "rdp" in grant.protocols
-    assert authorize(vendor, device, protocol="rdp", at=timezone.now(), source_ip="127.0.0.1") == grant
+    assert (
+        authorize(vendor, device, protocol="rdp", at=timezone.now(), source_ip="127.0.0.1") == grant
+    )
     assert hmi["url"].endswith(f"/access/grants/{grant.code}/desktop/")
     # The SSH part still lists its grant on demo-plc.
     assert Grant.objects.get(code=data["grant"]["code"]).device.slug == "demo-plc"
     again = seed_json()["hmi"]
-    assert again["grant"] == hmi["grant"] and again["certificate_sha256"] == hmi["certificate_sha256"]
+    assert (
+        again["grant"] == hmi["grant"] and again["certificate_sha256"] == hmi["certificate_sha256"]
+    )
     assert demordp.demo_hmi_login() == (username, password)
     assert Device.objects.filter(slug="demo-hmi").count() == 1
 
@@ -113,7 +121,8 @@ def test_the_demo_vendor_opens_the_demo_hmi_through_browser_rdp(demo_var, settin
         await browser.type("status\n")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and (
-                not panel_log.exists() or "operator typed: status" not in panel_log.read_text()):
+            not panel_log.exists() or "operator typed: status" not in panel_log.read_text()
+        ):
             await asyncio.sleep(0.2)
         await comm.disconnect()
         await asyncio.wait_for(live.wait_closed(), 30)
@@ -137,13 +146,25 @@ def test_the_demo_vendor_opens_the_demo_hmi_through_browser_rdp(demo_var, settin
 @pytest.mark.rdp
 def test_runbroker_runs_the_demo_hmi_with_the_certificate_seed_demo_pinned(start, broker_env):
     need_programs()
-    seeded = subprocess.run([sys.executable, "manage.py", "seed_demo", "--json"], cwd=BASE_DIR,
-                            env=broker_env, capture_output=True, text=True, timeout=300)
+    seeded = subprocess.run(
+        [sys.executable, "manage.py", "seed_demo", "--json"],
+        cwd=BASE_DIR,
+        env=broker_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert seeded.returncode == 0, seeded.stderr
     pinned = json.loads(seeded.stdout)["hmi"]["certificate_sha256"]
     web, rdp_port = free_port(), free_port()
-    running = start("--listen", f"127.0.0.1:{web}", "--no-gateway", "--no-jobs",
-                    "--demo-rdp", f"127.0.0.1:{rdp_port}")
+    running = start(
+        "--listen",
+        f"127.0.0.1:{web}",
+        "--no-gateway",
+        "--no-jobs",
+        "--demo-rdp",
+        f"127.0.0.1:{rdp_port}",
+    )
     running.wait_for(f"http://127.0.0.1:{web}/healthz")
     assert fetch_certificate_fingerprint("127.0.0.1", rdp_port) == pinned
     assert "DEMO simulated HMI remote desktop on 127.0.0.1:" in running.output()

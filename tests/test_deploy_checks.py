@@ -26,8 +26,12 @@ GOOD_VAULT_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 PRODUCTION = {
     "SECRET_KEY": GOOD_SECRET_KEY,
     "DEBUG": False,
-    "CHANNEL_LAYERS": {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                                   "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}},
+    "CHANNEL_LAYERS": {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]},
+        }
+    },
     "DATABASES": {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "airlock"}},
     "VAULT_KEY": GOOD_VAULT_KEY,
 }
@@ -53,15 +57,18 @@ def test_a_correct_production_configuration_passes_every_airlock_check(productio
     assert ids() == set()
 
 
-@pytest.mark.parametrize("key", [
-    "short-key",
-    "x" * 60,
-    "django-insecure-" + secrets.token_urlsafe(50),
-    "changeme-" + secrets.token_urlsafe(50),
-    "please-replace-this-placeholder-" + secrets.token_urlsafe(30),
-    "secret" * 10,
-    "",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "short-key",
+        "x" * 60,
+        "django-insecure-" + secrets.token_urlsafe(50),
+        "changeme-" + secrets.token_urlsafe(50),
+        "please-replace-this-placeholder-" + secrets.token_urlsafe(30),
+        "secret" * 10,
+        "",
+    ],
+)
 def test_a_placeholder_or_short_secret_key_is_refused(production, key):
     production.SECRET_KEY = key
     assert ids() == {"airlock.E001"}
@@ -88,7 +95,9 @@ def test_the_in_memory_channel_layer_is_refused(production):
 
 
 def test_sqlite_is_refused(production):
-    production.DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3"}}
+    production.DATABASES = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3"}
+    }
     assert ids() == {"airlock.E004"}
 
 
@@ -123,18 +132,33 @@ def test_each_refusal_says_what_to_set(production):
 
 
 def check_deploy(var_dir: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("AIRLOCK_") and k not in {"DATABASE_URL", "REDIS_URL"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AIRLOCK_") and k not in {"DATABASE_URL", "REDIS_URL"}
+    }
     clean.update(AIRLOCK_VAR_DIR=str(var_dir), **env)
-    return subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=BASE_DIR, env=clean,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=BASE_DIR,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_deploy_refuses_the_embedded_default_and_names_each_problem(tmp_path):
     done = check_deploy(tmp_path, AIRLOCK_DEBUG="1", AIRLOCK_SECRET_KEY="changeme")
     assert done.returncode != 0
     report = done.stdout + done.stderr
-    for error_id in ["airlock.E001", "airlock.E002", "airlock.E003", "airlock.E004", "airlock.E005"]:
+    for error_id in [
+        "airlock.E001",
+        "airlock.E002",
+        "airlock.E003",
+        "airlock.E004",
+        "airlock.E005",
+    ]:
         assert error_id in report
     assert "The database is SQLite" in report
 

@@ -11,9 +11,13 @@ import pytest
 from django.utils import timezone
 
 from broker.models import Lock
-from sessions import detectors
-from sessions.detectors import (
-    DEFAULT_COMMAND_RULES, CommandRules, MachineSpeedInput, OutputVolume, Rule,
+from sessions.anomalies import detectors
+from sessions.anomalies.detectors import (
+    DEFAULT_COMMAND_RULES,
+    CommandRules,
+    MachineSpeedInput,
+    OutputVolume,
+    Rule,
 )
 from sessions.models import CommandRule, Session, Signal
 from tests.livecontrol import Harness
@@ -32,23 +36,44 @@ class Heard:
 # --- each detector on its own ------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [
-    "rm -rf /", "sudo rm -rf /", "rm -fr /*", "rm -r -f /", "cd /tmp; rm -rf / ",
-    "dd if=fw.bin of=/dev/mtdblock0 bs=1M", "sudo dd of=/dev/sda if=/dev/zero",
-    "iptables -F", "sudo iptables -t nat --flush", "nft flush ruleset",
-    "flashrom -p internal -w bios.bin", "avrdude -c usbasp -U flash:w:x.hex",
-    "dfu-util -D firmware.dfu", "esptool.py write_flash 0x0 fw.bin",
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "rm -rf /",
+        "sudo rm -rf /",
+        "rm -fr /*",
+        "rm -r -f /",
+        "cd /tmp; rm -rf / ",
+        "dd if=fw.bin of=/dev/mtdblock0 bs=1M",
+        "sudo dd of=/dev/sda if=/dev/zero",
+        "iptables -F",
+        "sudo iptables -t nat --flush",
+        "nft flush ruleset",
+        "flashrom -p internal -w bios.bin",
+        "avrdude -c usbasp -U flash:w:x.hex",
+        "dfu-util -D firmware.dfu",
+        "esptool.py write_flash 0x0 fw.bin",
+    ],
+)
 def test_default_command_rules_catch_destructive_commands(command: str) -> None:
     heard = Heard()
     CommandRules(heard, list(DEFAULT_COMMAND_RULES)).on_command(command, 1.0)
     assert heard.signals and heard.signals[0][0] == "command_rule"
 
 
-@pytest.mark.parametrize("command", [
-    "ls -la /", "rm -rf /tmp/build", "rm -rf ./out", "dd if=/dev/sda of=disk.img",
-    "iptables -L", "cat flashrom.log", "echo rm", "grep -F x file",
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "ls -la /",
+        "rm -rf /tmp/build",
+        "rm -rf ./out",
+        "dd if=/dev/sda of=disk.img",
+        "iptables -L",
+        "cat flashrom.log",
+        "echo rm",
+        "grep -F x file",
+    ],
+)
 def test_default_command_rules_leave_ordinary_commands_alone(command: str) -> None:
     heard = Heard()
     CommandRules(heard, list(DEFAULT_COMMAND_RULES)).on_command(command, 1.0)
@@ -57,8 +82,9 @@ def test_default_command_rules_leave_ordinary_commands_alone(command: str) -> No
 
 def test_rm_rf_root_is_critical_and_a_zone_rule_adds_its_own_severity() -> None:
     heard = Heard()
-    rules = list(DEFAULT_COMMAND_RULES) + [Rule(r"\bwrite_register\s+40001\b", "medium",
-                                                "safety setpoint write")]
+    rules = list(DEFAULT_COMMAND_RULES) + [
+        Rule(r"\bwrite_register\s+40001\b", "medium", "safety setpoint write")
+    ]
     CommandRules(heard, rules).on_command("rm -rf /", 1.0)
     CommandRules(heard, rules).on_command("write_register 40001 0", 2.0)
     assert [s[1] for s in heard.signals] == ["critical", "medium"]
@@ -124,8 +150,9 @@ def test_a_fast_person_is_not_machine_speed() -> None:
 
 
 @pytest.fixture
-def world(make_vendor_user: Any, make_device: Any, make_grant: Any, settings: Any,
-          transactional_db: Any) -> dict[str, Any]:
+def world(
+    make_vendor_user: Any, make_device: Any, make_grant: Any, settings: Any, transactional_db: Any
+) -> dict[str, Any]:
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     device = make_device("plc-7")
@@ -155,8 +182,12 @@ def test_a_denied_command_ends_the_session_and_locks_the_user(world: dict[str, A
 
 
 def test_a_zone_command_rule_from_the_database_applies(world: dict[str, Any]) -> None:
-    CommandRule.objects.create(zone=world["device"].zone, pattern=r"\bset_mode\s+program\b",
-                               severity="high", description="PLC switched to program mode")
+    CommandRule.objects.create(
+        zone=world["device"].zone,
+        pattern=r"\bset_mode\s+program\b",
+        severity="high",
+        description="PLC switched to program mode",
+    )
     with Harness() as h:
         live = h.open(world["alice"], world["device"], world["grant"])
         h.call(live.input, b"set_mode program\r")
@@ -215,26 +246,32 @@ def test_input_after_the_window_is_signalled(world: dict[str, Any]) -> None:
 
 
 def test_a_connection_attempt_outside_the_window_alerts_the_approvers(
-        world: dict[str, Any]) -> None:
+    world: dict[str, Any],
+) -> None:
     signal = detectors.attempt_outside_window(
-        world["alice"], world["device"], reason="your next window starts 14:00 CET",
-        source_ip="192.0.2.10")
+        world["alice"],
+        world["device"],
+        reason="your next window starts 14:00 CET",
+        source_ip="192.0.2.10",
+    )
     assert signal.kind == "out_of_window" and signal.severity == "medium"
     assert signal.actions == ["alerted 0 approver(s)"]
     assert not Lock.objects.exists()
 
 
 def test_a_device_host_key_change_is_signalled_without_blaming_the_vendor(
-        world: dict[str, Any]) -> None:
-    signal = detectors.host_key_changed(world["device"], presented="SHA256:abc",
-                                        user=world["alice"])
+    world: dict[str, Any],
+) -> None:
+    signal = detectors.host_key_changed(
+        world["device"], presented="SHA256:abc", user=world["alice"]
+    )
     assert signal.kind == "host_key_changed" and signal.severity == "high"
     assert signal.user is None
     assert "no user to lock" in signal.actions
 
 
 def test_an_observer_is_fed_only_the_hooks_it_overrides(world: dict[str, Any]) -> None:
-    from sessions.core import Observer
+    from sessions.live.core import Observer
 
     class OutputOnly(Observer):
         def __init__(self) -> None:

@@ -8,10 +8,8 @@ import time
 import pytest
 from django.urls import reverse
 from django_otp.oath import totp
-from broker.models import StaticDevice, StaticToken
-from broker.models import TOTPDevice
 
-from broker.models import AuditEvent
+from broker.models import AuditEvent, StaticDevice, StaticToken, TOTPDevice
 from tests.conftest import TEST_PASSWORD, totp_now
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +47,8 @@ def test_enrolment_page_shows_an_inline_svg_qr_and_the_secret(client, make_vendo
 
 
 def test_a_right_code_confirms_enrolment_signs_in_and_shows_ten_backup_codes_once(
-        client, make_vendor_user):
+    client, make_vendor_user
+):
     user = make_vendor_user("alice", totp=False)
     half_signed_in(client, user)
     secret = client.get(reverse("enrol")).context["secret"]
@@ -91,7 +90,8 @@ def test_a_wrong_code_does_not_confirm_enrolment(client, make_vendor_user):
 
 
 def test_enrolment_cannot_add_a_second_authenticator_to_a_half_signed_in_session(
-        client, make_vendor_user):
+    client, make_vendor_user
+):
     user = make_vendor_user("alice")  # already enrolled
     half_signed_in(client, user)
     response = client.get(reverse("enrol"))
@@ -125,8 +125,9 @@ def test_resetting_the_authenticator_needs_a_fresh_code(verified_client, make_ve
     assert TOTPDevice.objects.filter(user=user, confirmed=True).exists()
 
     device = TOTPDevice.objects.get(user=user)
-    response = client.post(reverse("login-step-up"),
-                           {"code": totp_now(device), "next": reverse("profile-totp-reset")})
+    response = client.post(
+        reverse("login-step-up"), {"code": totp_now(device), "next": reverse("profile-totp-reset")}
+    )
     assert response["Location"] == reverse("profile-totp-reset")
     assert AuditEvent.objects.filter(action="otp.step_up").exists()
     response = client.post(reverse("profile-totp-reset"))
@@ -150,7 +151,9 @@ def test_a_wrong_step_up_code_does_not_allow_the_action(verified_client, make_ve
     response = client.post(reverse("login-step-up"), {"code": wrong, "next": "/profile/"})
     assert response.status_code == 200
     assert b"That code is not right" in response.content
-    assert client.post(reverse("profile-totp-reset"))["Location"].startswith(reverse("login-step-up"))
+    assert client.post(reverse("profile-totp-reset"))["Location"].startswith(
+        reverse("login-step-up")
+    )
     assert TOTPDevice.objects.filter(user=user).exists()
     assert AuditEvent.objects.get(action="otp.failed").data == {"step": "step-up"}
 
@@ -184,15 +187,25 @@ def test_regenerating_backup_codes_needs_a_fresh_code(verified_client, make_vend
 def test_changing_the_password_checks_the_old_one_and_is_audited(verified_client, make_vendor_user):
     user = make_vendor_user("alice")
     client = verified_client(user)
-    response = client.post(reverse("profile"), {
-        "old_password": "wrong", "new_password1": "river-sluice-gate-88",
-        "new_password2": "river-sluice-gate-88"})
+    response = client.post(
+        reverse("profile"),
+        {
+            "old_password": "wrong",
+            "new_password1": "river-sluice-gate-88",
+            "new_password2": "river-sluice-gate-88",
+        },
+    )
     assert response.status_code == 200
     user.refresh_from_db()
     assert user.check_password(TEST_PASSWORD)
-    response = client.post(reverse("profile"), {
-        "old_password": TEST_PASSWORD, "new_password1": "river-sluice-gate-88",
-        "new_password2": "river-sluice-gate-88"})
+    response = client.post(
+        reverse("profile"),
+        {
+            "old_password": TEST_PASSWORD,
+            "new_password1": "river-sluice-gate-88",
+            "new_password2": "river-sluice-gate-88",
+        },
+    )
     assert response["Location"] == reverse("profile")
     user.refresh_from_db()
     assert user.check_password("river-sluice-gate-88")

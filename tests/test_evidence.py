@@ -15,8 +15,8 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from broker.models import AuditEvent
-from sessions import evidence
-from sessions.recording import recordings_dir
+from sessions.evidence import bundle as evidence
+from sessions.live.recording import recordings_dir
 from tests.recordings import recorded_session
 
 pytestmark = pytest.mark.django_db
@@ -27,13 +27,18 @@ def session(make_vendor_user, make_device, make_grant):
     user = make_vendor_user("vendor-a")
     device = make_device("plc-7")
     grant = make_grant(user, device)
-    return recorded_session(user, device, grant, lines=("echo hello-airlock", "status"),
-                            files=(("/plc/config.xml", "download"),))
+    return recorded_session(
+        user,
+        device,
+        grant,
+        lines=("echo hello-airlock", "status"),
+        files=(("/plc/config.xml", "download"),),
+    )
 
 
 @pytest.fixture
 def bundle(session) -> bytes:
-    from sessions.review import read_recording
+    from sessions.evidence.review import read_recording
 
     return evidence.build(session, read_recording(session))
 
@@ -59,12 +64,20 @@ def flip_one_byte(body: bytes) -> bytes:
     i = len(body) // 2
     # Keep the byte printable so JSON members stay parseable and only the
     # content check can tell.
-    replacement = b"X" if body[i:i + 1] != b"X" else b"Y"
-    return body[:i] + replacement + body[i + 1:]
+    replacement = b"X" if body[i : i + 1] != b"X" else b"Y"
+    return body[:i] + replacement + body[i + 1 :]
 
 
-MEMBERS = ["recording.cast", "session.json", "commands.json", "file_transfers.json",
-           "signals.json", "audit_events.json", "manifest.json", "manifest.sig"]
+MEMBERS = [
+    "recording.cast",
+    "session.json",
+    "commands.json",
+    "file_transfers.json",
+    "signals.json",
+    "audit_events.json",
+    "manifest.json",
+    "manifest.sig",
+]
 
 
 def test_bundle_holds_every_member_and_a_manifest_of_their_hashes(bundle, session):
@@ -98,8 +111,12 @@ def test_public_key_can_be_given_as_a_file_or_as_pem(bundle, tmp_path):
     key_file = tmp_path / "airlock.pub"
     key_file.write_text(evidence.public_key_text() + "\n")
     assert "Verified" in verify_cli(path, str(key_file))[0]
-    pem = evidence.signing_key().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = (
+        evidence.signing_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     pem_file = tmp_path / "airlock.pem"
     pem_file.write_text(pem)
     assert "Verified" in verify_cli(path, str(pem_file))[0]
@@ -111,8 +128,14 @@ def test_one_changed_byte_in_any_member_is_rejected_naming_it(bundle, tmp_path, 
     path.write_bytes(rewrite(bundle, member, flip_one_byte))
     err = io.StringIO()
     with pytest.raises(CommandError, match="does NOT verify"):
-        call_command("verifyevidence", str(path), "--public-key", evidence.public_key_text(),
-                     stdout=io.StringIO(), stderr=err)
+        call_command(
+            "verifyevidence",
+            str(path),
+            "--public-key",
+            evidence.public_key_text(),
+            stdout=io.StringIO(),
+            stderr=err,
+        )
     report = err.getvalue()
     assert f"MISMATCH {member}:" in report
     # Exactly the changed member is named (nothing else is blamed).
@@ -131,8 +154,14 @@ def test_a_changed_byte_in_the_zip_itself_is_reported(bundle, tmp_path):
     path.write_bytes(bytes(data))
     err = io.StringIO()
     with pytest.raises(CommandError):
-        call_command("verifyevidence", str(path), "--public-key", evidence.public_key_text(),
-                     stdout=io.StringIO(), stderr=err)
+        call_command(
+            "verifyevidence",
+            str(path),
+            "--public-key",
+            evidence.public_key_text(),
+            stdout=io.StringIO(),
+            stderr=err,
+        )
     assert "recording.cast" in err.getvalue()
 
 
@@ -143,7 +172,9 @@ def test_added_member_is_rejected(bundle, tmp_path):
     path = tmp_path / "bundle.zip"
     path.write_bytes(out.getvalue())
     report = evidence.verify(path.read_bytes(), evidence.signing_key().public_key())
-    assert report.problems == [("extra.txt", "is in the bundle but not in the signed manifest (added)")]
+    assert report.problems == [
+        ("extra.txt", "is in the bundle but not in the signed manifest (added)")
+    ]
 
 
 def test_bundle_signed_by_another_deployment_does_not_verify(bundle, tmp_path):
@@ -152,8 +183,14 @@ def test_bundle_signed_by_another_deployment_does_not_verify(bundle, tmp_path):
     path.write_bytes(bundle)
     err = io.StringIO()
     with pytest.raises(CommandError):
-        call_command("verifyevidence", str(path), "--public-key",
-                     evidence.public_key_text(other), stdout=io.StringIO(), stderr=err)
+        call_command(
+            "verifyevidence",
+            str(path),
+            "--public-key",
+            evidence.public_key_text(other),
+            stdout=io.StringIO(),
+            stderr=err,
+        )
     assert "manifest.sig" in err.getvalue()
 
 
@@ -161,8 +198,12 @@ def test_bad_public_key_and_missing_bundle_are_clear_errors(tmp_path):
     with pytest.raises(CommandError, match="--public-key"):
         call_command("verifyevidence", str(tmp_path / "x.zip"), "--public-key", "not-a-key")
     with pytest.raises(CommandError, match="cannot read"):
-        call_command("verifyevidence", str(tmp_path / "missing.zip"), "--public-key",
-                     evidence.public_key_text())
+        call_command(
+            "verifyevidence",
+            str(tmp_path / "missing.zip"),
+            "--public-key",
+            evidence.public_key_text(),
+        )
 
 
 def test_not_a_zip_is_rejected(tmp_path):
@@ -176,7 +217,8 @@ def test_not_a_zip_is_rejected(tmp_path):
 
 
 def test_auditor_exports_a_bundle_that_verifies_and_the_export_is_audited(
-        session, make_user, verified_client, tmp_path):
+    session, make_user, verified_client, tmp_path
+):
     auditor = make_user("audrey", is_auditor=True)
     client = verified_client(auditor)
     response = client.get(reverse("session-evidence", args=[session.code]))
@@ -186,8 +228,9 @@ def test_auditor_exports_a_bundle_that_verifies_and_the_export_is_audited(
     path = tmp_path / "export.zip"
     path.write_bytes(response.content)
     assert "Verified" in verify_cli(path, evidence.public_key_text())[0]
-    assert AuditEvent.objects.filter(action="session.evidence_exported",
-                                     target=f"session {session.code}", actor="audrey").exists()
+    assert AuditEvent.objects.filter(
+        action="session.evidence_exported", target=f"session {session.code}", actor="audrey"
+    ).exists()
 
 
 def test_vendor_cannot_export_evidence(session, verified_client):
@@ -235,8 +278,11 @@ def test_rdp_bundle_carries_the_video_and_the_input_log(session):
     # still names the .cast it really recorded, which the cross-check sees).
     report = evidence.verify(data, key)
     assert {"recording.webm", "input_log.cast"} <= set(report.checked)
-    assert report.problems == [("session.json",
-                                "its recording SHA-256 differs from the audit chain's")]
+    assert report.problems == [
+        ("session.json", "its recording SHA-256 differs from the audit chain's")
+    ]
     changed = rewrite(data, "input_log.cast", flip_one_byte)
-    assert ("input_log.cast", "does not match its SHA-256 in the signed manifest (changed)") in \
-        evidence.verify(changed, key).problems
+    assert (
+        "input_log.cast",
+        "does not match its SHA-256 in the signed manifest (changed)",
+    ) in evidence.verify(changed, key).problems

@@ -10,13 +10,18 @@ from datetime import timedelta
 import pexpect
 import pytest
 from django.utils import timezone
-from broker.models import TOTPDevice
 
-from broker.models import AuditEvent, Grant, Lock
+from broker.models import AuditEvent, Grant, Lock, TOTPDevice
 from sessions.models import Session
 from tests.conftest import totp_now
 from tests.sshd import (  # noqa: F401  (fixtures)
-    device_sshd, ended_sessions, gateway, keygen, make_ssh_vendor, vendor, wait_for,
+    device_sshd,
+    ended_sessions,
+    gateway,
+    keygen,
+    make_ssh_vendor,
+    vendor,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
@@ -42,13 +47,17 @@ def test_vendor_without_a_grant_is_denied_with_the_reason(make_ssh_vendor, devic
 
 def test_vendor_with_a_future_window_is_told_when_it_starts(make_ssh_vendor, device_sshd):
     now = timezone.now()
-    v = make_ssh_vendor(grant={"starts_at": now + timedelta(hours=2), "ends_at": now + timedelta(hours=3)})
+    v = make_ssh_vendor(
+        grant={"starts_at": now + timedelta(hours=2), "ends_at": now + timedelta(hours=3)}
+    )
     _assert_denied(v, device_sshd, "your next window starts")
 
 
 def test_vendor_with_an_expired_grant_is_told_when_it_ended(make_ssh_vendor, device_sshd):
     now = timezone.now()
-    v = make_ssh_vendor(grant={"starts_at": now - timedelta(hours=3), "ends_at": now - timedelta(hours=1)})
+    v = make_ssh_vendor(
+        grant={"starts_at": now - timedelta(hours=3), "ends_at": now - timedelta(hours=1)}
+    )
     _assert_denied(v, device_sshd, "ended at")
 
 
@@ -72,7 +81,9 @@ def test_vendor_whose_contract_is_over_is_denied(make_ssh_vendor, device_sshd):
     _assert_denied(v, device_sshd, "has ended")
 
 
-def test_a_key_that_is_not_registered_is_refused_without_reaching_the_device(vendor, device_sshd, tmp_path):
+def test_a_key_that_is_not_registered_is_refused_without_reaching_the_device(
+    vendor, device_sshd, tmp_path
+):
     other, _ = keygen(tmp_path / "stranger")
     vendor.key = other
     logins_before = len(device_sshd.logins())
@@ -115,7 +126,9 @@ def test_a_device_presenting_another_host_key_is_refused_and_audited(vendor, dev
     assert event.data["reason"] == "host_key_mismatch"
 
 
-def test_zone_requiring_totp_refuses_a_client_that_skips_it(make_ssh_vendor, make_zone, device_sshd):
+def test_zone_requiring_totp_refuses_a_client_that_skips_it(
+    make_ssh_vendor, make_zone, device_sshd
+):
     v = make_ssh_vendor(zone=make_zone(requires_connection_otp=True))
     logins_before = len(device_sshd.logins())
     result = v.ssh("echo hi")  # BatchMode: OpenSSH never answers keyboard-interactive
@@ -162,7 +175,7 @@ def test_a_second_user_name_on_one_connection_is_refused(make_vendor_user, make_
     """What one login proved (its key) must never count for another."""
     import asyncio
 
-    from sessions.gateway import Gateway, GatewayServer
+    from sessions.doors.ssh.gateway import Gateway, GatewayServer
 
     make_vendor_user("alice")
     make_vendor_user("bob")

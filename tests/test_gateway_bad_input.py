@@ -13,7 +13,7 @@ import struct
 import subprocess
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import asyncssh
 import pytest
@@ -22,7 +22,11 @@ from broker.models import AuditEvent, Device
 from sessions.models import Session
 from tests.conftest import free_port, stop_thread_loop
 from tests.sshd import (  # noqa: F401  (fixtures)
-    GatewayThread, device_sshd, ended_sessions, make_ssh_vendor, wait_for,
+    GatewayThread,
+    device_sshd,
+    ended_sessions,
+    make_ssh_vendor,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
@@ -48,7 +52,9 @@ def no_tracebacks(caplog):
     yield caplog
     bad = [r for r in caplog.records if r.exc_info and r.name.startswith(("airlock", "asyncssh"))]
     assert bad == [], [r.getMessage() for r in bad]
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("airlock")]
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("airlock")
+    ]
 
 
 def _raw(port: int, payload: bytes, *, read: bool = True) -> bytes:
@@ -61,7 +67,7 @@ def _raw(port: int, payload: bytes, *, read: bool = True) -> bytes:
             try:
                 while chunk := sock.recv(65536):
                     got += chunk
-            except (ConnectionResetError, socket.timeout):
+            except (TimeoutError, ConnectionResetError):
                 pass
         return got
 
@@ -78,16 +84,22 @@ def test_random_bytes_close_only_that_connection(make_ssh_vendor, gateway, no_tr
     _works(v)
 
 
-def test_truncated_and_oversized_packets_close_only_that_connection(make_ssh_vendor, gateway, no_tracebacks):
+def test_truncated_and_oversized_packets_close_only_that_connection(
+    make_ssh_vendor, gateway, no_tracebacks
+):
     v = make_ssh_vendor()
     hello = b"SSH-2.0-OpenSSH_9.2\r\n"
-    _raw(gateway.port, hello + struct.pack(">I", 1000) + b"\x00" * 10)                 # truncated
-    _raw(gateway.port, hello + struct.pack(">I", 0xFFFFFFF0) + os.urandom(64))       # near 4 GiB
-    _raw(gateway.port, hello + struct.pack(">I", 300_000) + b"\x04" + os.urandom(100))  # over the max
+    _raw(gateway.port, hello + struct.pack(">I", 1000) + b"\x00" * 10)  # truncated
+    _raw(gateway.port, hello + struct.pack(">I", 0xFFFFFFF0) + os.urandom(64))  # near 4 GiB
+    _raw(
+        gateway.port, hello + struct.pack(">I", 300_000) + b"\x04" + os.urandom(100)
+    )  # over the max
     _works(v)
 
 
-def test_a_client_stalling_in_the_handshake_is_closed_after_the_login_grace(make_ssh_vendor, gateway, no_tracebacks):
+def test_a_client_stalling_in_the_handshake_is_closed_after_the_login_grace(
+    make_ssh_vendor, gateway, no_tracebacks
+):
     v = make_ssh_vendor()
     started = time.monotonic()
     got = _raw(gateway.port, b"", read=True)
@@ -96,10 +108,13 @@ def test_a_client_stalling_in_the_handshake_is_closed_after_the_login_grace(make
     _works(v)
 
 
-def test_two_hundred_half_open_connections_from_one_address_are_capped(make_ssh_vendor, gateway, no_tracebacks):
+def test_two_hundred_half_open_connections_from_one_address_are_capped(
+    make_ssh_vendor, gateway, no_tracebacks
+):
     v = make_ssh_vendor()
     socks = [socket.create_connection(("127.0.0.1", gateway.port), timeout=10) for _ in range(200)]
     try:
+
         def closed(sock: socket.socket) -> bool:
             sock.settimeout(0.2)
             try:
@@ -107,10 +122,11 @@ def test_two_hundred_half_open_connections_from_one_address_are_capped(make_ssh_
                     data = sock.recv(4096)
                     if not data:
                         return True
-            except socket.timeout:
+            except TimeoutError:
                 return False
             except OSError:
                 return True
+
         open_now = [s for s in socks if not closed(s)]
         assert len(open_now) <= 10
     finally:
@@ -136,22 +152,37 @@ class _ChannelBeforeAuth(asyncssh.SSHClient):
         conn = self.conn
         conn._auth_complete = True
         try:
-            conn.send_packet(90, asyncssh.packet.String(b"session"), asyncssh.packet.UInt32(0),
-                             asyncssh.packet.UInt32(1 << 20), asyncssh.packet.UInt32(32768))
+            conn.send_packet(
+                90,
+                asyncssh.packet.String(b"session"),
+                asyncssh.packet.UInt32(0),
+                asyncssh.packet.UInt32(1 << 20),
+                asyncssh.packet.UInt32(32768),
+            )
         finally:
             conn._auth_complete = False
         return self.key
 
 
-def test_channel_open_before_authentication_gets_no_channel(make_ssh_vendor, gateway, no_tracebacks):
+def test_channel_open_before_authentication_gets_no_channel(
+    make_ssh_vendor, gateway, no_tracebacks
+):
     v = make_ssh_vendor()
     key = asyncssh.read_private_key(str(v.key))
 
     async def attempt() -> str:
         try:
-            async with asyncssh.connect("127.0.0.1", gateway.port, username=v.login, known_hosts=None,
-                                        client_factory=lambda: _ChannelBeforeAuth(key), client_keys=None,
-                                        config=None, agent_path=None, login_timeout=10) as conn:
+            async with asyncssh.connect(
+                "127.0.0.1",
+                gateway.port,
+                username=v.login,
+                known_hosts=None,
+                client_factory=lambda: _ChannelBeforeAuth(key),
+                client_keys=None,
+                config=None,
+                agent_path=None,
+                login_timeout=10,
+            ):
                 return "authenticated"
         except (asyncssh.Error, OSError) as exc:
             return f"refused: {exc}"
@@ -162,8 +193,9 @@ def test_channel_open_before_authentication_gets_no_channel(make_ssh_vendor, gat
     _works(v)
 
 
-def test_a_public_key_offer_without_a_signature_learns_nothing(make_ssh_vendor, device_sshd, tmp_path,
-                                                               no_tracebacks):
+def test_a_public_key_offer_without_a_signature_learns_nothing(
+    make_ssh_vendor, device_sshd, tmp_path, no_tracebacks
+):
     from broker.models import Grant
 
     v = make_ssh_vendor()
@@ -212,7 +244,9 @@ class HostileDevice:
                     writer.write(os.urandom(65536))
                     await writer.drain()
             elif self.mode == "huge-packet":
-                writer.write(b"SSH-2.0-Hostile\r\n" + struct.pack(">I", 0xFFFFFFF0) + os.urandom(1 << 16))
+                writer.write(
+                    b"SSH-2.0-Hostile\r\n" + struct.pack(">I", 0xFFFFFFF0) + os.urandom(1 << 16)
+                )
                 await writer.drain()
                 await asyncio.sleep(30)
         except (ConnectionError, OSError, asyncio.CancelledError):
@@ -220,10 +254,11 @@ class HostileDevice:
         finally:
             writer.close()
 
-    def __enter__(self) -> "HostileDevice":
+    def __enter__(self) -> HostileDevice:
         self.thread.start()
         self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop).result(10)
+            asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop
+        ).result(10)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -243,9 +278,12 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-@pytest.mark.parametrize("mode", ["instant-close", "silence", "endless-banner", "huge-banner",
-                                  "garbage", "huge-packet"])
-def test_a_hostile_device_ends_only_its_own_session(mode, make_ssh_vendor, device_sshd, no_tracebacks):
+@pytest.mark.parametrize(
+    "mode", ["instant-close", "silence", "endless-banner", "huge-banner", "garbage", "huge-packet"]
+)
+def test_a_hostile_device_ends_only_its_own_session(
+    mode, make_ssh_vendor, device_sshd, no_tracebacks
+):
     v = make_ssh_vendor()
     before = _rss_mib()
     with HostileDevice(mode) as hostile:
@@ -280,22 +318,31 @@ async def _flood(process: asyncssh.SSHServerProcess) -> None:
         pass
 
 
-def test_a_device_flooding_terminal_escapes_is_relayed_with_bounded_memory(make_ssh_vendor, device_sshd, gateway, tmp_path):
+def test_a_device_flooding_terminal_escapes_is_relayed_with_bounded_memory(
+    make_ssh_vendor, device_sshd, gateway, tmp_path
+):
     v = make_ssh_vendor()
     key = asyncssh.generate_private_key("ssh-ed25519")
     port = free_port()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
+
     async def start() -> asyncssh.SSHAcceptor:
         return await asyncssh.create_server(
-            _FloodingDevice, "127.0.0.1", port, server_host_keys=[key], process_factory=_flood,
-            encoding=None)
+            _FloodingDevice,
+            "127.0.0.1",
+            port,
+            server_host_keys=[key],
+            process_factory=_flood,
+            encoding=None,
+        )
 
     server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
     try:
         Device.objects.filter(pk=v.device.pk).update(
-            ssh_port=port, ssh_host_key=key.export_public_key().decode())
+            ssh_port=port, ssh_host_key=key.export_public_key().decode()
+        )
         before = _rss_mib()
         # A slow vendor: reads a little, then stops reading for a while.
         proc = subprocess.Popen(v.ssh_args("flood"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -311,6 +358,7 @@ def test_a_device_flooding_terminal_escapes_is_relayed_with_bounded_memory(make_
     finally:
         loop.call_soon_threadsafe(server.close)  # in its own loop, before the stop below
         stop_thread_loop(loop, thread)
-    Device.objects.filter(pk=v.device.pk).update(ssh_port=device_sshd.port,
-                                                 ssh_host_key=device_sshd.host_key_line)
+    Device.objects.filter(pk=v.device.pk).update(
+        ssh_port=device_sshd.port, ssh_host_key=device_sshd.host_key_line
+    )
     _works(v)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from sessions.live.recording import recordings_dir
 from sessions.models import Command, Session
-from sessions.recording import recordings_dir
 from tests.sshd import device_sshd, ended_sessions, gateway, make_ssh_vendor, vendor, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
@@ -30,11 +30,12 @@ def test_echo_through_the_gateway_prints_hi_and_is_recorded(vendor, device_sshd)
     assert header["airlock"]["device"] == vendor.device.slug
     assert any(e[1] == "o" and "hi" in e[2] for e in events)
     assert list(Command.objects.filter(session=session).values_list("text", "kind")) == [
-        ("echo hi", "exec")]
+        ("echo hi", "exec")
+    ]
     digest = hashlib.sha256((recordings_dir() / session.recording).read_bytes()).hexdigest()
     assert session.recording_sha256 == digest
     assert session.bytes_out == 3
-    assert any(f"Accepted password for airlockdev" in line for line in device_sshd.logins())
+    assert any("Accepted password for airlockdev" in line for line in device_sshd.logins())
 
 
 def test_exit_status_of_the_device_command_reaches_the_vendor(vendor):
@@ -49,8 +50,10 @@ def test_stdin_is_relayed_and_stderr_stays_stderr(vendor):
 
 
 def test_only_allowed_environment_variables_reach_the_device(vendor):
-    result = vendor.ssh("echo lang=$LANG ld=$LD_PRELOAD bash_env=$BASH_ENV",
-                        extra=["-o", "SendEnv=LANG LD_PRELOAD BASH_ENV"])
+    result = vendor.ssh(
+        "echo lang=$LANG ld=$LD_PRELOAD bash_env=$BASH_ENV",
+        extra=["-o", "SendEnv=LANG LD_PRELOAD BASH_ENV"],
+    )
     assert b"ld= bash_env=" in result.stdout
 
 
@@ -64,14 +67,20 @@ def test_a_signal_from_the_vendor_reaches_the_device_and_the_exit_signal_comes_b
 
     import asyncssh
 
-    from sessions.gateway import host_key_line
+    from sessions.doors.ssh.gateway import host_key_line
 
     async def run() -> tuple:
         key = asyncssh.read_private_key(str(vendor.key))
         trusted = asyncssh.import_public_key(host_key_line())
-        async with asyncssh.connect("127.0.0.1", vendor.gateway_port, username=vendor.login,
-                                    client_keys=[key], known_hosts=([trusted], [], []), config=None,
-                                    agent_path=None) as conn:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            vendor.gateway_port,
+            username=vendor.login,
+            client_keys=[key],
+            known_hosts=([trusted], [], []),
+            config=None,
+            agent_path=None,
+        ) as conn:
             ready = asyncio.Event()
 
             class Client(asyncssh.SSHClientSession):

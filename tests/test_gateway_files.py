@@ -45,7 +45,9 @@ def test_scp_upload_is_relayed_and_logged_when_the_grant_allows_it(make_ssh_vend
     assert transfer.sha256 == hashlib.sha256(data).hexdigest()
 
 
-def test_scp_upload_is_refused_with_a_clear_message_without_upload_permission(make_ssh_vendor, tmp_path):
+def test_scp_upload_is_refused_with_a_clear_message_without_upload_permission(
+    make_ssh_vendor, tmp_path
+):
     v = make_ssh_vendor(grant={"allow_upload": False, "allow_download": True})
     local = tmp_path / "payload.sh"
     local.write_bytes(b"echo pwned\n")

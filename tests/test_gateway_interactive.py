@@ -15,9 +15,17 @@ import pytest
 from django.utils import timezone
 
 from broker.models import AuditEvent
+from sessions.live.recording import recordings_dir
 from sessions.models import Command
-from sessions.recording import recordings_dir
-from tests.sshd import DEVICE_USER, device_sshd, ended_sessions, gateway, make_ssh_vendor, vendor, wait_for  # noqa: F401
+from tests.sshd import (  # noqa: F401
+    DEVICE_USER,
+    device_sshd,
+    ended_sessions,
+    gateway,
+    make_ssh_vendor,
+    vendor,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 
@@ -31,25 +39,30 @@ def test_interactive_session_records_input_and_output_and_indexes_the_typed_line
     child = _spawn(vendor)
     child.expect(r"[$#] ")
     child.send("echo hel")
-    child.send("\x7f\x7f")           # backspace twice: "echo h"
-    child.send("ello-airlock")        # "echo hello-airlock"
-    child.send("\x1b[D\x1b[C")        # left, right: cursor back at the end
+    child.send("\x7f\x7f")  # backspace twice: "echo h"
+    child.send("ello-airlock")  # "echo hello-airlock"
+    child.send("\x1b[D\x1b[C")  # left, right: cursor back at the end
     child.send("\r")
     child.expect("hello-airlock")
     child.send("exit\r")
     child.expect(pexpect.EOF)
     session = wait_for(lambda: ended_sessions(vendor.user))[0]
-    lines = list(Command.objects.filter(session=session, kind="line").values_list("text", flat=True))
+    lines = list(
+        Command.objects.filter(session=session, kind="line").values_list("text", flat=True)
+    )
     assert lines == ["echo hello-airlock", "exit"]
-    events = [json.loads(x) for x in (recordings_dir() / session.recording).read_text().splitlines()[1:]]
+    events = [
+        json.loads(x) for x in (recordings_dir() / session.recording).read_text().splitlines()[1:]
+    ]
     typed = "".join(e[2] for e in events if e[1] == "i")
     shown = "".join(e[2] for e in events if e[1] == "o")
     assert "ello-airlock" in typed and "\x7f" in typed
     assert "hello-airlock" in shown
     assert all(isinstance(e[0], float | int) for e in events)
     if shutil.which("asciinema"):
-        player = pexpect.spawn("asciinema", ["play", "-s", "50", str(recordings_dir() / session.recording)],
-                               timeout=30)
+        player = pexpect.spawn(
+            "asciinema", ["play", "-s", "50", str(recordings_dir() / session.recording)], timeout=30
+        )
         player.expect("hello-airlock")
         player.expect(pexpect.EOF)
 
@@ -63,7 +76,9 @@ def test_window_change_is_recorded_and_passed_to_the_device(vendor):
     child.send("exit\r")
     child.expect(pexpect.EOF)
     session = wait_for(lambda: ended_sessions(vendor.user))[0]
-    events = [json.loads(x) for x in (recordings_dir() / session.recording).read_text().splitlines()[1:]]
+    events = [
+        json.loads(x) for x in (recordings_dir() / session.recording).read_text().splitlines()[1:]
+    ]
     assert ["r", "120x40"] in [[e[1], e[2]] for e in events]
 
 
@@ -77,8 +92,14 @@ def test_session_ends_exactly_at_the_end_of_the_grant_and_says_why(make_ssh_vend
     assert session.ended_at >= ends_at
     assert "ended at" in session.end_reason
     # The device side is gone too: no sleep left behind for the device account.
-    assert wait_for(lambda: subprocess.run(["pgrep", "-u", DEVICE_USER, "-f", "sleep 600"],
-                                           capture_output=True).returncode != 0)
+    assert wait_for(
+        lambda: (
+            subprocess.run(
+                ["pgrep", "-u", DEVICE_USER, "-f", "sleep 600"], capture_output=True
+            ).returncode
+            != 0
+        )
+    )
 
 
 def test_vendor_is_warned_a_minute_before_the_grant_ends(make_ssh_vendor):

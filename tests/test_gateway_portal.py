@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from broker.models import AuditEvent, Device
-from sessions.gateway import host_key_fingerprint, host_key_path, load_host_key
+from sessions.doors.ssh.gateway import host_key_fingerprint, host_key_path, load_host_key
 from tests.sshd import device_sshd  # noqa: F401  (fixture)
 
 
@@ -21,12 +21,14 @@ def test_gateway_host_key_is_generated_once_and_private(settings, tmp_path):
 
 
 def test_grant_page_shows_the_exact_ssh_command_and_the_gateway_fingerprint(
-        db, settings, make_vendor_user, make_device, make_grant, verified_client):
+    db, settings, make_vendor_user, make_device, make_grant, verified_client
+):
     settings.GATEWAY_PUBLIC_HOST = "airlock.plant.example"
     settings.GATEWAY_PUBLIC_PORT = 2222
     user = make_vendor_user("alice")
-    grant = make_grant(user, make_device("plc-7"), allow_upload=True, allow_download=False,
-                       forward_ports=[502])
+    grant = make_grant(
+        user, make_device("plc-7"), allow_upload=True, allow_download=False, forward_ports=[502]
+    )
     page = verified_client(user).get(reverse("grant-detail", args=[grant.code])).content.decode()
     assert "ssh -p 2222 alice+plc-7@airlock.plant.example" in page
     assert "scp -P 2222 FILE alice+plc-7@airlock.plant.example:PATH" in page
@@ -50,7 +52,9 @@ def test_pinhostkey_shows_the_key_and_pins_only_with_yes(db, make_device, device
     call_command("pinhostkey", "plc-pin", "--yes", stdout=StringIO())
     pinned = Device.objects.get(pk=device.pk).ssh_host_key
     assert import_public_key(pinned).get_fingerprint("sha256") == expected
-    assert AuditEvent.objects.filter(action="device.host_key_pinned", target="device plc-pin").exists()
+    assert AuditEvent.objects.filter(
+        action="device.host_key_pinned", target="device plc-pin"
+    ).exists()
 
 
 def test_pinhostkey_of_an_unreachable_device_is_a_clear_error(db, make_device):

@@ -18,12 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_rungateway_serves_ssh_and_stops_cleanly_on_sigterm(tmp_path):
     env = {**os.environ, "AIRLOCK_VAR_DIR": str(tmp_path), "DATABASE_URL": ""}
     env.pop("REDIS_URL", None)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
     port = free_port()
     log = tmp_path / "gateway.log"
-    proc = subprocess.Popen([sys.executable, "manage.py", "rungateway", "--listen", f"127.0.0.1:{port}"],
-                            cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "rungateway", "--listen", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while "host key SHA256:" not in log.read_text(errors="replace"):

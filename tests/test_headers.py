@@ -33,7 +33,9 @@ def pages_for(client, make_vendor_user, verified_client):
     anonymous = [client.get(reverse("login"))]
     user = make_vendor_user("alice")
     signed_in = verified_client(user)
-    return anonymous + [signed_in.get(reverse(name)) for name in ("home", "profile", "login-step-up")]
+    return anonymous + [
+        signed_in.get(reverse(name)) for name in ("home", "profile", "login-step-up")
+    ]
 
 
 def test_security_headers_are_on_every_page(client, make_vendor_user, verified_client):
@@ -94,14 +96,22 @@ def test_cookies_are_marked_secure_when_the_setting_says_so(client, make_vendor_
 
 
 def _settings_in_fresh_process(env: dict[str, str]) -> str:
-    code = ("import django.conf as c, os; os.environ['DJANGO_SETTINGS_MODULE']='broker.settings';"
-            "from django.conf import settings as s;"
-            "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE)")
-    clean = {k: v for k, v in os.environ.items()
-             if k not in {"AIRLOCK_SECURE_COOKIES", "AIRLOCK_DEBUG"}}
-    result = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, text=True,
-                            capture_output=True, cwd=Path(__file__).resolve().parent.parent,
-                            check=True)
+    code = (
+        "import django.conf as c, os; os.environ['DJANGO_SETTINGS_MODULE']='broker.settings';"
+        "from django.conf import settings as s;"
+        "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE)"
+    )
+    clean = {
+        k: v for k, v in os.environ.items() if k not in {"AIRLOCK_SECURE_COOKIES", "AIRLOCK_DEBUG"}
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        text=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=True,
+    )
     return result.stdout.strip()
 
 
@@ -130,20 +140,25 @@ def test_every_form_on_the_pages_carries_a_csrf_token(client, make_vendor_user, 
 def test_an_oversized_body_gets_a_clear_413_and_changes_nothing(client, make_vendor_user, settings):
     make_vendor_user("alice")
     big = "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
-    response = client.post(reverse("login"), {"username": "alice", "password": TEST_PASSWORD,
-                                              "padding": big})
+    response = client.post(
+        reverse("login"), {"username": "alice", "password": TEST_PASSWORD, "padding": big}
+    )
     assert response.status_code == 413
     assert b"too large" in response.content
     assert "_auth_user_id" not in client.session
     assert not AuditEvent.objects.exists()
 
 
-def test_an_oversized_body_on_a_signed_in_form_changes_nothing(verified_client, make_vendor_user, settings):
+def test_an_oversized_body_on_a_signed_in_form_changes_nothing(
+    verified_client, make_vendor_user, settings
+):
     user = make_vendor_user("alice")
     client = verified_client(user)
     big = "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
-    response = client.post(reverse("profile"), {
-        "old_password": TEST_PASSWORD, "new_password1": big, "new_password2": big})
+    response = client.post(
+        reverse("profile"),
+        {"old_password": TEST_PASSWORD, "new_password1": big, "new_password2": big},
+    )
     assert response.status_code == 413
     user.refresh_from_db()
     assert user.check_password(TEST_PASSWORD)
@@ -152,8 +167,7 @@ def test_an_oversized_body_on_a_signed_in_form_changes_nothing(verified_client, 
 @pytest.fixture
 def security_log():
     """What the console handler of django.security writes."""
-    handler = next(h for h in logging.getLogger("django.security").handlers
-                   if h.filters)
+    handler = next(h for h in logging.getLogger("django.security").handlers if h.filters)
     stream = io.StringIO()
     old = handler.setStream(stream)
     yield stream

@@ -29,10 +29,15 @@ def in_memory_layer(settings: Any) -> None:
 
 def start_long_session(vendor: Any, device_sshd: Any) -> subprocess.Popen:
     before = established_to(device_sshd.port)
-    proc = subprocess.Popen(vendor.ssh_args("sleep 600"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    wait_for(lambda: Session.objects.filter(user=vendor.user, ended_at=None).exists()
-             and established_to(device_sshd.port) > before)
+    proc = subprocess.Popen(
+        vendor.ssh_args("sleep 600"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    wait_for(
+        lambda: (
+            Session.objects.filter(user=vendor.user, ended_at=None).exists()
+            and established_to(device_sshd.port) > before
+        )
+    )
     return proc
 
 
@@ -46,7 +51,8 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
 
 
 def test_an_approvers_revocation_ends_the_ssh_session_with_the_reason(
-        vendor: Any, device_sshd: Any, make_approver: Any) -> None:
+    vendor: Any, device_sshd: Any, make_approver: Any
+) -> None:
     proc = start_long_session(vendor, device_sshd)
     olga = make_approver("olga")
 
@@ -62,7 +68,8 @@ def test_an_approvers_revocation_ends_the_ssh_session_with_the_reason(
 
 
 def test_a_lock_on_the_device_ends_the_session_and_refuses_the_next(
-        vendor: Any, device_sshd: Any, make_approver: Any) -> None:
+    vendor: Any, device_sshd: Any, make_approver: Any
+) -> None:
     proc = start_long_session(vendor, device_sshd)
     approvals.create_lock(make_approver("olga"), device=vendor.device, reason="safety stop")
 
@@ -74,16 +81,28 @@ def test_a_lock_on_the_device_ends_the_session_and_refuses_the_next(
 
 
 def test_a_signed_zeek_notice_for_the_device_ends_the_session(
-        vendor: Any, device_sshd: Any, client: Any) -> None:
+    vendor: Any, device_sshd: Any, client: Any
+) -> None:
     _, secret = create_sensor("zeek-ot-1")
     proc = start_long_session(vendor, device_sshd)
-    notice = {"ts": 1795405231.5, "uid": "CHhAvVGS1DHFjwGM9", "id.orig_h": "10.20.0.15",
-              "id.orig_p": 51234, "id.resp_h": "127.0.0.1", "id.resp_p": device_sshd.port,
-              "proto": "tcp", "note": "Modbus::Unauthorized_Write",
-              "msg": "Modbus write from a host outside the engineering VLAN",
-              "src": "10.20.0.15", "dst": "127.0.0.1", "p": device_sshd.port,
-              "peer_descr": "zeek-ot-1", "actions": ["Notice::ACTION_LOG"],
-              "email_dest": [], "suppress_for": 3600.0}
+    notice = {
+        "ts": 1795405231.5,
+        "uid": "CHhAvVGS1DHFjwGM9",
+        "id.orig_h": "10.20.0.15",
+        "id.orig_p": 51234,
+        "id.resp_h": "127.0.0.1",
+        "id.resp_p": device_sshd.port,
+        "proto": "tcp",
+        "note": "Modbus::Unauthorized_Write",
+        "msg": "Modbus write from a host outside the engineering VLAN",
+        "src": "10.20.0.15",
+        "dst": "127.0.0.1",
+        "p": device_sshd.port,
+        "peer_descr": "zeek-ot-1",
+        "actions": ["Notice::ACTION_LOG"],
+        "email_dest": [],
+        "suppress_for": 3600.0,
+    }
 
     response = post_signal(client, "zeek-ot-1", secret, json.dumps(notice))
 

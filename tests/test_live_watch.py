@@ -15,22 +15,36 @@ from django.urls import reverse
 
 from broker.asgi import application
 from broker.models import ApprovalRule, AuditEvent
-from sessions import terminal
-from sessions.core import LiveSession
+from sessions.doors.web import terminal
+from sessions.live.core import LiveSession
+from sessions.live.revocation import revoke
 from sessions.models import Command, Session
-from sessions.revocation import revoke
 from tests.browser_session import session_cookie
 from tests.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
 from tests.test_terminal_consumer import (
-    HOST, ORIGIN, closed, messages, open_terminal, read_until, text_of,
+    HOST,
+    ORIGIN,
+    closed,
+    messages,
+    open_terminal,
+    read_until,
+    text_of,
 )
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def scene(device_sshd, make_vendor_user, make_device, make_grant, make_zone, make_group,
-          make_approver, make_user):
+def scene(
+    device_sshd,
+    make_vendor_user,
+    make_device,
+    make_grant,
+    make_zone,
+    make_group,
+    make_approver,
+    make_user,
+):
     zone = make_zone(name="Packaging line")
     group = make_group("Line approvers")
     ApprovalRule.objects.create(zone=zone, group=group, count=1)
@@ -49,8 +63,11 @@ def scene(device_sshd, make_vendor_user, make_device, make_grant, make_zone, mak
 
 
 def ws(path: str, cookie: str, *, origin: bytes = ORIGIN) -> WebsocketCommunicator:
-    headers = [(b"host", HOST), (b"origin", origin),
-               (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode())]
+    headers = [
+        (b"host", HOST),
+        (b"origin", origin),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
+    ]
     return WebsocketCommunicator(application, path, headers=headers)
 
 
@@ -63,6 +80,7 @@ def run(coro: Any) -> Any:
                 await live.close("test over")
                 await asyncio.wait_for(live.wait_closed(), 20)
             await terminal.stop_web_control()
+
     return asyncio.run(go())
 
 
@@ -73,7 +91,8 @@ def test_approver_watches_the_session_live_and_cannot_type_into_it(scene):
         await vendor.send_to(bytes_data=b"echo before-$((1+1))\r")
         await read_until(vendor, lambda fs: "before-2" in text_of(fs))
         code = await database_sync_to_async(
-            lambda: str(Session.objects.get(user=scene["vendor"]).code))()
+            lambda: str(Session.objects.get(user=scene["vendor"]).code)
+        )()
         watcher = ws(f"/ws/watch/{code}/", scene["cookie"]["approver"])
         connected, _ = await watcher.connect(timeout=20)
         assert connected
@@ -84,7 +103,9 @@ def test_approver_watches_the_session_live_and_cannot_type_into_it(scene):
         seen += await read_until(watcher, lambda fs: "while-3" in text_of(fs))
         await database_sync_to_async(revoke)(
             await database_sync_to_async(Session.objects.get)(code=code),
-            reason="watched and ended", by=scene["approver"])
+            reason="watched and ended",
+            by=scene["approver"],
+        )
         seen += await read_until(watcher, closed)
         vendor_frames = await read_until(vendor, closed)
         return seen, vendor_frames
@@ -96,8 +117,9 @@ def test_approver_watches_the_session_live_and_cannot_type_into_it(scene):
     session = Session.objects.get(user=scene["vendor"])
     texts = list(Command.objects.filter(session=session).values_list("text", flat=True))
     assert texts == ["echo before-$((1+1))", "echo while-$((1+2))"]
-    assert AuditEvent.objects.filter(action="session.watch", actor="olga",
-                                     target=f"session {session.code}").exists()
+    assert AuditEvent.objects.filter(
+        action="session.watch", actor="olga", target=f"session {session.code}"
+    ).exists()
 
 
 @pytest.mark.parametrize("who", ["other_approver", "stranger", "vendor"])
@@ -106,7 +128,8 @@ def test_only_the_zones_approvers_may_watch(scene, who):
         vendor = ws(f"/ws/terminal/{scene['grant'].code}/", scene["cookie"]["vendor"])
         await open_terminal(vendor)
         code = await database_sync_to_async(
-            lambda: str(Session.objects.get(user=scene["vendor"]).code))()
+            lambda: str(Session.objects.get(user=scene["vendor"]).code)
+        )()
         watcher = ws(f"/ws/watch/{code}/", scene["cookie"][who])
         result = await watcher.connect(timeout=20)
         await vendor.disconnect()
@@ -120,8 +143,11 @@ def test_watch_from_another_origin_is_refused(scene):
         vendor = ws(f"/ws/terminal/{scene['grant'].code}/", scene["cookie"]["vendor"])
         await open_terminal(vendor)
         code = await database_sync_to_async(
-            lambda: str(Session.objects.get(user=scene["vendor"]).code))()
-        watcher = ws(f"/ws/watch/{code}/", scene["cookie"]["approver"], origin=b"http://evil.example")
+            lambda: str(Session.objects.get(user=scene["vendor"]).code)
+        )()
+        watcher = ws(
+            f"/ws/watch/{code}/", scene["cookie"]["approver"], origin=b"http://evil.example"
+        )
         result = await watcher.connect(timeout=20)
         await vendor.disconnect()
         return result

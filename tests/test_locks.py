@@ -18,29 +18,40 @@ pytestmark = pytest.mark.both
 
 
 def connect(plant, at=None):
-    return authorize(plant.vera, plant.device, protocol="ssh", at=at or timezone.now(),
-                     source_ip="10.0.0.1")
+    return authorize(
+        plant.vera, plant.device, protocol="ssh", at=at or timezone.now(), source_ip="10.0.0.1"
+    )
 
 
 @pytest.mark.parametrize("target", ["vendor", "user", "device", "grant"])
-def test_a_lock_on_any_target_stops_the_connection_and_lifting_restores_it(plant, make_grant, target):
+def test_a_lock_on_any_target_stops_the_connection_and_lifting_restores_it(
+    plant, make_grant, target
+):
     grant = make_grant(plant.vera, plant.device)
     assert connect(plant) == grant
     names = {"vendor": plant.vendor, "user": plant.vera, "device": plant.device, "grant": grant}
-    lock = approvals.create_lock(plant.olga, **{target: names[target]}, reason="checking", source_ip="10.9.9.9")
+    lock = approvals.create_lock(
+        plant.olga, **{target: names[target]}, reason="checking", source_ip="10.9.9.9"
+    )
     with pytest.raises(AccessDenied) as exc:
         connect(plant)
     assert exc.value.reason == Reason.LOCKED and exc.value.lock == lock
     assert approvals.lift_lock(plant.olga, lock)
     assert connect(plant) == grant
     created = AuditEvent.objects.get(action="lock.created")
-    assert created.actor == "olga" and created.source_ip == "10.9.9.9" and created.data["reason"] == "checking"
+    assert (
+        created.actor == "olga"
+        and created.source_ip == "10.9.9.9"
+        and created.data["reason"] == "checking"
+    )
     assert AuditEvent.objects.filter(action="lock.lifted").count() == 1
 
 
 def test_a_lock_with_a_ttl_expires_by_itself(plant, make_grant):
     make_grant(plant.vera, plant.device, ends_at=timezone.now() + timedelta(hours=5))
-    lock = approvals.create_lock(plant.olga, user=plant.vera, reason="cool off", ttl=timedelta(hours=1))
+    lock = approvals.create_lock(
+        plant.olga, user=plant.vera, reason="cool off", ttl=timedelta(hours=1)
+    )
     assert lock.expires_at is not None
     with pytest.raises(AccessDenied):
         connect(plant)
@@ -53,12 +64,15 @@ def test_a_lock_on_another_device_does_not_stop_this_one(plant, make_grant, make
     assert connect(plant) == grant
 
 
-@pytest.mark.parametrize("kw,message", [
-    ({}, "exactly one"),
-    ({"two": True}, "exactly one"),
-    ({"reason": " "}, "Say why"),
-    ({"ttl": timedelta(0)}, "positive"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({}, "exactly one"),
+        ({"two": True}, "exactly one"),
+        ({"reason": " "}, "Say why"),
+        ({"ttl": timedelta(0)}, "positive"),
+    ],
+)
 def test_a_bad_lock_is_refused_and_nothing_saved(plant, kw, message):
     args = {"reason": kw.get("reason", "why")}
     if "ttl" in kw:
@@ -86,8 +100,9 @@ def test_lifting_twice_changes_nothing_the_second_time(plant):
     assert AuditEvent.objects.filter(action="lock.lifted").count() == 1
 
 
-def test_approvers_see_locks_of_their_zones_vendors_see_none(plant, make_zone, make_device,
-                                                             make_group, make_approver):
+def test_approvers_see_locks_of_their_zones_vendors_see_none(
+    plant, make_zone, make_device, make_group, make_approver
+):
     elsewhere = make_device("pump-1", zone=make_zone(name="Utilities"))
     mine = approvals.create_lock(plant.olga, device=plant.device, reason="mine")
     theirs = approvals.create_lock(plant.olga, device=elsewhere, reason="theirs")

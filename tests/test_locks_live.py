@@ -18,8 +18,15 @@ from tests.livecontrol import Harness
 
 
 @pytest.fixture
-def world(make_vendor_user: Any, make_vendor: Any, make_device: Any, make_grant: Any,
-          make_approver: Any, settings: Any, transactional_db: Any) -> dict[str, Any]:
+def world(
+    make_vendor_user: Any,
+    make_vendor: Any,
+    make_device: Any,
+    make_grant: Any,
+    make_approver: Any,
+    settings: Any,
+    transactional_db: Any,
+) -> dict[str, Any]:
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     acme = make_vendor("Acme Automation")
@@ -28,7 +35,11 @@ def world(make_vendor_user: Any, make_vendor: Any, make_device: Any, make_grant:
     bert = make_vendor_user("bert", vendor=acme)
     later = timezone.now() + timedelta(hours=6)
     return {
-        "acme": acme, "plc": plc, "hmi": hmi, "alice": alice, "bert": bert,
+        "acme": acme,
+        "plc": plc,
+        "hmi": hmi,
+        "alice": alice,
+        "bert": bert,
         "olga": make_approver("olga"),
         "alice_plc": make_grant(alice, plc, ends_at=later),
         "alice_hmi": make_grant(alice, hmi, ends_at=later),
@@ -45,15 +56,17 @@ def allowed(user: Any, device: Any, at: Any = None) -> bool:
 
 
 def test_a_user_lock_with_ttl_ends_live_sessions_blocks_new_ones_then_lapses(
-        world: dict[str, Any]) -> None:
+    world: dict[str, Any],
+) -> None:
     w = world
     with Harness() as h:
         on_plc = h.open(w["alice"], w["plc"], w["alice_plc"], install=False)
         on_hmi = h.open(w["alice"], w["hmi"], w["alice_hmi"], install=False)
         berts = h.open(w["bert"], w["plc"], w["bert_plc"], install=False)
 
-        lock = approvals.create_lock(w["olga"], user=w["alice"], reason="badge not returned",
-                                     ttl=timedelta(minutes=30))
+        lock = approvals.create_lock(
+            w["olga"], user=w["alice"], reason="badge not returned", ttl=timedelta(minutes=30)
+        )
 
         assert h.wait_ended(on_plc) == "badge not returned"
         assert h.wait_ended(on_hmi) == "badge not returned"
@@ -84,8 +97,10 @@ def test_a_device_lock_ends_every_session_on_that_device_only(world: dict[str, A
 def test_a_vendor_lock_ends_every_session_of_the_vendors_people(world: dict[str, Any]) -> None:
     w = world
     with Harness() as h:
-        sessions = [h.open(w["alice"], w["plc"], w["alice_plc"], install=False),
-                    h.open(w["bert"], w["plc"], w["bert_plc"], install=False)]
+        sessions = [
+            h.open(w["alice"], w["plc"], w["alice_plc"], install=False),
+            h.open(w["bert"], w["plc"], w["bert_plc"], install=False),
+        ]
         approvals.create_lock(w["olga"], vendor=w["acme"], reason="contract suspended")
         assert [h.wait_ended(s) for s in sessions] == ["contract suspended"] * 2
     assert not allowed(w["alice"], w["hmi"])
@@ -121,16 +136,23 @@ def test_a_lifted_lock_lets_the_user_back_in(world: dict[str, Any]) -> None:
 
 
 def test_a_lock_written_between_the_decision_and_the_subscription_still_ends_the_session(
-        world: dict[str, Any]) -> None:
-    from sessions.control import watch
-    from sessions.core import LiveSession
+    world: dict[str, Any],
+) -> None:
     from broker.models import Lock
+    from sessions.live.control import watch
+    from sessions.live.core import LiveSession
 
     w = world
     with Harness() as h:
+
         async def open_unwatched() -> Any:
-            return await LiveSession.open(user=w["alice"], device=w["plc"], grant=w["alice_plc"],
-                                          source_ip="192.0.2.10", client_kind="native")
+            return await LiveSession.open(
+                user=w["alice"],
+                device=w["plc"],
+                grant=w["alice_plc"],
+                source_ip="192.0.2.10",
+                client_kind="native",
+            )
 
         live = h.run(open_unwatched())
         # The lock's terminate was published while nobody listened yet.

@@ -8,10 +8,8 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from broker.models import StaticDevice, StaticToken
-from broker.models import TOTPDevice
 
-from broker.models import AuditEvent
+from broker.models import AuditEvent, StaticDevice, StaticToken, TOTPDevice
 from tests.conftest import TEST_PASSWORD, totp_now
 
 pytestmark = pytest.mark.django_db
@@ -99,7 +97,8 @@ def test_unknown_username_gets_the_same_sentence_as_a_wrong_password(client, db)
 
 
 def test_wrong_code_shows_a_sentence_leaves_the_session_unverified_and_is_audited(
-        client, make_vendor_user):
+    client, make_vendor_user
+):
     user = make_vendor_user("alice")
     device = TOTPDevice.objects.get(user=user)
     password_step(client, "alice")
@@ -160,7 +159,8 @@ def test_a_user_without_an_authenticator_goes_to_enrolment(client, make_vendor_u
 
 
 def test_vendor_whose_contract_ended_cannot_sign_in_and_is_told_why(
-        client, make_vendor, make_vendor_user):
+    client, make_vendor, make_vendor_user
+):
     vendor = make_vendor("Acme Automation", contract_ends_at=timezone.now() - timedelta(days=1))
     make_vendor_user("alice", vendor=vendor)
     response = password_step(client, "alice")
@@ -173,7 +173,8 @@ def test_vendor_whose_contract_ended_cannot_sign_in_and_is_told_why(
 
 
 def test_contract_ended_is_not_revealed_without_the_right_password(
-        client, make_vendor, make_vendor_user):
+    client, make_vendor, make_vendor_user
+):
     vendor = make_vendor("Acme Automation", contract_ends_at=timezone.now() - timedelta(days=1))
     make_vendor_user("alice", vendor=vendor)
     response = password_step(client, "alice", "wrong password here")
@@ -203,7 +204,9 @@ def test_next_to_another_site_is_not_followed_and_the_page_says_so(client, make_
     assert response["Location"] == reverse("home")
 
 
-@pytest.mark.parametrize("target", ["//elsewhere.example/", "/\\elsewhere.example", "http:/elsewhere"])
+@pytest.mark.parametrize(
+    "target", ["//elsewhere.example/", "/\\elsewhere.example", "http:/elsewhere"]
+)
 def test_next_tricks_that_look_like_paths_are_not_followed(client, make_vendor_user, target):
     user = make_vendor_user("alice")
     device = TOTPDevice.objects.get(user=user)

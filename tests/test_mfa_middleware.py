@@ -11,9 +11,9 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.resolvers import RoutePattern
 from django_otp.admin import OTPAdminSite
-from broker.models import TOTPDevice
 
 from broker.middleware import OTP_EXEMPT_VIEWS
+from broker.models import TOTPDevice
 from tests.conftest import TEST_PASSWORD, totp_now
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,7 @@ def routed_paths():
         for conv, value in SAMPLES.items():
             while f"<{conv}:" in text:
                 start = text.index(f"<{conv}:")
-                text = text[:start] + value + text[text.index(">", start) + 1:]
+                text = text[:start] + value + text[text.index(">", start) + 1 :]
         return text
 
     walk(get_resolver().url_patterns, "", "")
@@ -55,8 +55,14 @@ PROTECTED = [(name, path) for name, path in routed_paths() if name not in OTP_EX
 
 def test_the_exemptions_are_exactly_the_sign_in_enrolment_and_machine_views():
     assert OTP_EXEMPT_VIEWS == {
-        "login", "login-otp", "logout", "enrol", "enrol-backup-codes", "invitation",
-        "signals-intake", "healthz",
+        "login",
+        "login-otp",
+        "logout",
+        "enrol",
+        "enrol-backup-codes",
+        "invitation",
+        "signals-intake",
+        "healthz",
     }
 
 
@@ -137,7 +143,8 @@ def test_non_staff_cannot_open_the_admin_even_when_verified(verified_client, mak
 
 
 def test_step_up_is_asked_when_the_last_code_is_older_than_the_setting(
-        verified_client, make_vendor_user, settings):
+    verified_client, make_vendor_user, settings
+):
     user = make_vendor_user("alice")
     client = verified_client(user)
     assert client.get(reverse("profile-totp-reset")).status_code == 200
@@ -149,7 +156,9 @@ def test_step_up_is_asked_when_the_last_code_is_older_than_the_setting(
     page = client.get(response["Location"])
     assert b"Confirm it is you" in page.content
     device = TOTPDevice.objects.get(user=user)
-    client.post(reverse("login-step-up"), {"code": totp_now(device), "next": "/profile/totp/reset/"})
+    client.post(
+        reverse("login-step-up"), {"code": totp_now(device), "next": "/profile/totp/reset/"}
+    )
     assert client.get(reverse("profile-totp-reset")).status_code == 200
 
 
@@ -157,13 +166,15 @@ def test_the_step_up_page_does_not_follow_next_to_another_site(verified_client, 
     user = make_vendor_user("alice")
     client = verified_client(user)
     device = TOTPDevice.objects.get(user=user)
-    response = client.post(reverse("login-step-up"),
-                           {"code": totp_now(device), "next": "https://elsewhere.example/"})
+    response = client.post(
+        reverse("login-step-up"), {"code": totp_now(device), "next": "https://elsewhere.example/"}
+    )
     assert response["Location"] == reverse("home")
 
 
 def test_the_navigation_shows_only_routed_pages_for_the_users_roles(
-        verified_client, make_vendor_user, make_user):
+    verified_client, make_vendor_user, make_user
+):
     vendor_page = verified_client(make_vendor_user("alice")).get(reverse("home"))
     nav = vendor_page.context["nav_items"]
     labels = [item["label"] for item in nav]
@@ -202,4 +213,6 @@ def test_the_code_used_to_sign_in_cannot_be_used_again_for_step_up(client, make_
     response = client.post(reverse("login-step-up"), {"code": code, "next": "/profile/totp/reset/"})
     assert response.status_code == 200
     assert b"already used" in response.content
-    assert client.get(reverse("profile-totp-reset"))["Location"].startswith(reverse("login-step-up"))
+    assert client.get(reverse("profile-totp-reset"))["Location"].startswith(
+        reverse("login-step-up")
+    )

@@ -23,11 +23,19 @@ def _locmem(settings):
 
 def submit(plant, capture):
     with capture(execute=True):
-        return approvals.submit_request(plant.vera, plant.device, protocols=["ssh"], starts_at=None,
-                                        duration=timedelta(hours=2), reason="WO-4711 replace HMI cable")
+        return approvals.submit_request(
+            plant.vera,
+            plant.device,
+            protocols=["ssh"],
+            starts_at=None,
+            duration=timedelta(hours=2),
+            reason="WO-4711 replace HMI cable",
+        )
 
 
-def test_a_new_request_emails_the_zones_approvers_with_a_link(plant, django_capture_on_commit_callbacks):
+def test_a_new_request_emails_the_zones_approvers_with_a_link(
+    plant, django_capture_on_commit_callbacks
+):
     req = submit(plant, django_capture_on_commit_callbacks)
     assert sorted(m.to[0] for m in mail.outbox) == ["olga@plant.test", "sam@plant.test"]
     body = mail.outbox[0].body
@@ -37,13 +45,20 @@ def test_a_new_request_emails_the_zones_approvers_with_a_link(plant, django_capt
 
 def test_nothing_is_sent_before_the_transaction_commits(plant, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        approvals.submit_request(plant.vera, plant.device, protocols=["ssh"], starts_at=None,
-                                 duration=timedelta(hours=1), reason="WO-1")
+        approvals.submit_request(
+            plant.vera,
+            plant.device,
+            protocols=["ssh"],
+            starts_at=None,
+            duration=timedelta(hours=1),
+            reason="WO-1",
+        )
     assert len(callbacks) == 1 and mail.outbox == []
 
 
-def test_approvers_of_other_zones_and_the_requester_are_not_emailed(plant, make_group, make_approver,
-                                                                  django_capture_on_commit_callbacks):
+def test_approvers_of_other_zones_and_the_requester_are_not_emailed(
+    plant, make_group, make_approver, django_capture_on_commit_callbacks
+):
     make_approver("ivan", groups=[make_group("Utilities")], email="ivan@plant.test")
     plant.ops.members.add(plant.vera)
     submit(plant, django_capture_on_commit_callbacks)
@@ -70,10 +85,15 @@ def test_a_deny_is_emailed_to_the_vendor(plant, django_capture_on_commit_callbac
     mail.outbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
         approvals.decide(plant.sam, req, approve=False, note="not during the restart")
-    assert mail.outbox[0].subject.endswith("denied") and "not during the restart" in mail.outbox[0].body
+    assert (
+        mail.outbox[0].subject.endswith("denied")
+        and "not during the restart" in mail.outbox[0].body
+    )
 
 
-def test_a_revocation_is_emailed_to_the_vendor(plant, make_grant, django_capture_on_commit_callbacks):
+def test_a_revocation_is_emailed_to_the_vendor(
+    plant, make_grant, django_capture_on_commit_callbacks
+):
     grant = make_grant(plant.vera, plant.device)
     with django_capture_on_commit_callbacks(execute=True):
         approvals.revoke_grant(plant.olga, grant, reason="odd traffic on the line")
@@ -98,8 +118,14 @@ def test_a_retried_task_does_not_send_again(plant, django_capture_on_commit_call
 
 
 def test_a_failed_send_is_retried_later(plant, monkeypatch):
-    req = approvals.submit_request(plant.vera, plant.device, protocols=["ssh"], starts_at=None,
-                                   duration=timedelta(hours=1), reason="WO-1")
+    req = approvals.submit_request(
+        plant.vera,
+        plant.device,
+        protocols=["ssh"],
+        starts_at=None,
+        duration=timedelta(hours=1),
+        reason="WO-1",
+    )
 
     def broken(*args, **kwargs):
         raise OSError("mail server down")

@@ -20,8 +20,15 @@ def in_memory(settings: Any) -> None:
 
 
 @pytest.fixture
-def plant(make_vendor_user: Any, make_device: Any, make_grant: Any, make_group: Any,
-          make_zone: Any, make_approver: Any, make_user: Any) -> dict[str, Any]:
+def plant(
+    make_vendor_user: Any,
+    make_device: Any,
+    make_grant: Any,
+    make_group: Any,
+    make_zone: Any,
+    make_approver: Any,
+    make_user: Any,
+) -> dict[str, Any]:
     ops = make_group("Plant operations")
     other_group = make_group("Water works")
     zone = make_zone(rules=[(ops, 1)])
@@ -30,25 +37,47 @@ def plant(make_vendor_user: Any, make_device: Any, make_grant: Any, make_group: 
     elsewhere = make_device("pump-1", zone=other_zone)
     alice = make_vendor_user("alice")
     session = Session.objects.create(
-        user=alice, device=device, grant=make_grant(alice, device), source_ip="192.0.2.5",
-        gateway_id="gw-a", bytes_in=321, bytes_out=65432, last_seen_at=timezone.now())
+        user=alice,
+        device=device,
+        grant=make_grant(alice, device),
+        source_ip="192.0.2.5",
+        gateway_id="gw-a",
+        bytes_in=321,
+        bytes_out=65432,
+        last_seen_at=timezone.now(),
+    )
     Command.objects.create(session=session, t=1.0, text="read_register 40001")
     Command.objects.create(session=session, t=2.5, text="show status")
-    hidden = Session.objects.create(user=alice, device=elsewhere,
-                                    grant=make_grant(alice, elsewhere), gateway_id="gw-b")
+    hidden = Session.objects.create(
+        user=alice, device=elsewhere, grant=make_grant(alice, elsewhere), gateway_id="gw-b"
+    )
     Gateway.objects.create(name="gw-a", host="gw-host-a")
-    Gateway.objects.create(name="gw-b", host="gw-host-b",
-                           seen_at=timezone.now() - timedelta(minutes=5))
-    Signal.objects.create(origin="sensor", kind="Scan::Port_Scan", severity="medium",
-                          detail="scan seen", device=device).sessions.add(session)
-    Signal.objects.create(origin="sensor", kind="other-zone-thing", severity="low",
-                          detail="x", device=elsewhere)
-    return {"olga": make_approver("olga", groups=[ops]), "alice": alice, "session": session,
-            "hidden": hidden, "device": device, "auditor": make_user("audrey", is_auditor=True)}
+    Gateway.objects.create(
+        name="gw-b", host="gw-host-b", seen_at=timezone.now() - timedelta(minutes=5)
+    )
+    Signal.objects.create(
+        origin="sensor",
+        kind="Scan::Port_Scan",
+        severity="medium",
+        detail="scan seen",
+        device=device,
+    ).sessions.add(session)
+    Signal.objects.create(
+        origin="sensor", kind="other-zone-thing", severity="low", detail="x", device=elsewhere
+    )
+    return {
+        "olga": make_approver("olga", groups=[ops]),
+        "alice": alice,
+        "session": session,
+        "hidden": hidden,
+        "device": device,
+        "auditor": make_user("audrey", is_auditor=True),
+    }
 
 
 def test_the_live_page_lists_who_what_since_bytes_last_command_and_signals(
-        verified_client: Any, plant: dict[str, Any]) -> None:
+    verified_client: Any, plant: dict[str, Any]
+) -> None:
     page = verified_client(plant["olga"]).get("/sessions/live/")
     text = page.content.decode()
     assert page.status_code == 200
@@ -59,14 +88,16 @@ def test_the_live_page_lists_who_what_since_bytes_last_command_and_signals(
     assert str(plant["session"].code) in text
 
 
-def test_an_approver_sees_only_sessions_in_their_zones(verified_client: Any,
-                                                       plant: dict[str, Any]) -> None:
+def test_an_approver_sees_only_sessions_in_their_zones(
+    verified_client: Any, plant: dict[str, Any]
+) -> None:
     text = verified_client(plant["olga"]).get("/sessions/live/").content.decode()
     assert str(plant["hidden"].code) not in text and "pump-1" not in text
 
 
-def test_an_auditor_sees_every_session_but_cannot_terminate(verified_client: Any,
-                                                            plant: dict[str, Any]) -> None:
+def test_an_auditor_sees_every_session_but_cannot_terminate(
+    verified_client: Any, plant: dict[str, Any]
+) -> None:
     client = verified_client(plant["auditor"])
     text = client.get("/sessions/live/").content.decode()
     assert "pump-1" in text and "read only" in text
@@ -76,17 +107,21 @@ def test_an_auditor_sees_every_session_but_cannot_terminate(verified_client: Any
     assert not AuditEvent.objects.filter(action="session.terminated").exists()
 
 
-def test_a_vendor_may_not_open_the_oversight_pages(verified_client: Any,
-                                                   plant: dict[str, Any]) -> None:
+def test_a_vendor_may_not_open_the_oversight_pages(
+    verified_client: Any, plant: dict[str, Any]
+) -> None:
     client = verified_client(plant["alice"])
     assert client.get("/sessions/live/").status_code == 403
     assert client.get("/sessions/signals/").status_code == 403
-    assert client.post(f"/sessions/{plant['session'].code}/terminate/",
-                       {"reason": "x"}).status_code == 404
+    assert (
+        client.post(f"/sessions/{plant['session'].code}/terminate/", {"reason": "x"}).status_code
+        == 404
+    )
 
 
-def test_terminating_publishes_the_reason_and_audits(verified_client: Any,
-                                                     plant: dict[str, Any]) -> None:
+def test_terminating_publishes_the_reason_and_audits(
+    verified_client: Any, plant: dict[str, Any]
+) -> None:
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
@@ -95,31 +130,39 @@ def test_terminating_publishes_the_reason_and_audits(verified_client: Any,
     async_to_sync(layer.group_add)(f"airlock.session.{plant['session'].code}", channel)
 
     response = verified_client(plant["olga"]).post(
-        f"/sessions/{plant['session'].code}/terminate/", {"reason": "unplanned change"})
+        f"/sessions/{plant['session'].code}/terminate/", {"reason": "unplanned change"}
+    )
 
     assert response.status_code == 302
     assert async_to_sync(layer.receive)(channel) == {
-        "type": "session.terminate", "reason": "unplanned change", "by": "olga"}
+        "type": "session.terminate",
+        "reason": "unplanned change",
+        "by": "olga",
+    }
     event = AuditEvent.objects.get(action="session.terminated")
     assert event.actor == "olga" and event.data["reason"] == "unplanned change"
     assert not Lock.objects.exists()
 
 
 @pytest.mark.parametrize("what", ["user", "device"])
-def test_terminating_can_lock_the_user_or_the_device(verified_client: Any, plant: dict[str, Any],
-                                                     what: str) -> None:
+def test_terminating_can_lock_the_user_or_the_device(
+    verified_client: Any, plant: dict[str, Any], what: str
+) -> None:
     verified_client(plant["olga"]).post(
         f"/sessions/{plant['session'].code}/terminate/",
-        {"reason": "stop now", "lock": what, "lock_minutes": "240"})
+        {"reason": "stop now", "lock": what, "lock_minutes": "240"},
+    )
     lock = Lock.objects.get()
     assert (lock.user if what == "user" else lock.device) == (
-        plant["alice"] if what == "user" else plant["device"])
+        plant["alice"] if what == "user" else plant["device"]
+    )
     assert timedelta(hours=3, minutes=59) < lock.expires_at - timezone.now() <= timedelta(hours=4)
     assert lock.created_by == plant["olga"]
 
 
 def test_terminate_without_a_reason_or_with_a_bad_lock_does_nothing(
-        verified_client: Any, plant: dict[str, Any]) -> None:
+    verified_client: Any, plant: dict[str, Any]
+) -> None:
     client = verified_client(plant["olga"])
     url = f"/sessions/{plant['session'].code}/terminate/"
     client.post(url, {"reason": "  "})
@@ -143,8 +186,9 @@ def test_terminate_is_post_only(verified_client: Any, plant: dict[str, Any]) -> 
     assert response.status_code == 405
 
 
-def test_the_signals_list_shows_the_approvers_zones_only(verified_client: Any,
-                                                         plant: dict[str, Any]) -> None:
+def test_the_signals_list_shows_the_approvers_zones_only(
+    verified_client: Any, plant: dict[str, Any]
+) -> None:
     text = verified_client(plant["olga"]).get("/sessions/signals/").content.decode()
     assert "Scan::Port_Scan" in text and "alice@plc-7" in text
     assert "other-zone-thing" not in text

@@ -33,7 +33,9 @@ def test_the_approver_home_names_the_groups(verified_client, make_approver, make
 
 
 def test_the_auditor_home_links_the_audit_trail(verified_client, make_user):
-    html = verified_client(make_user("audrey", is_auditor=True)).get(reverse("home")).content.decode()
+    html = (
+        verified_client(make_user("audrey", is_auditor=True)).get(reverse("home")).content.decode()
+    )
     assert "You can read everything and change nothing" in html
     assert reverse("audit-trail") in html
 
@@ -77,8 +79,12 @@ def test_the_audit_trail_filters_by_actor_action_and_date(verified_client, make_
     assert actors(actor="mallory") == {"mallory"}
     assert actors(action="login.failed") == {"mallory", "eve"}
     assert "root" in actors(action="invitation.")
-    assert "mallory" not in actors(action="login.", since=(now - timedelta(days=1)).date().isoformat())
-    assert actors(action="login.", until=(now - timedelta(days=2)).date().isoformat()) == {"mallory"}
+    assert "mallory" not in actors(
+        action="login.", since=(now - timedelta(days=1)).date().isoformat()
+    )
+    assert actors(action="login.", until=(now - timedelta(days=2)).date().isoformat()) == {
+        "mallory"
+    }
 
 
 def test_the_audit_trail_rejects_a_date_range_backwards(verified_client, make_user):
@@ -91,9 +97,15 @@ def test_the_audit_trail_page_shows_a_broken_chain(verified_client, make_user):
     event = audit.record("login.failed", actor="mallory", target="user:mallory")
     # Tamper below the ORM (AuditEvent refuses updates), as an intruder would.
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {AuditEvent._meta.db_table} SET actor = %s WHERE id = %s",
-                       ["someone-else", event.pk])
-    html = verified_client(make_user("audrey", is_auditor=True)).get(reverse("audit-trail")).content.decode()
+        cursor.execute(
+            f"UPDATE {AuditEvent._meta.db_table} SET actor = %s WHERE id = %s",
+            ["someone-else", event.pk],
+        )
+    html = (
+        verified_client(make_user("audrey", is_auditor=True))
+        .get(reverse("audit-trail"))
+        .content.decode()
+    )
     assert "The audit chain is broken" in html
     assert f"event {event.pk}" in html
 
@@ -104,13 +116,19 @@ def test_vendors_and_approvers_cannot_read_the_audit_trail(verified_client, make
     assert b"The audit trail is for auditors" in response.content
 
 
-def test_admin_changes_to_users_are_audited_without_values(verified_client, make_user, make_vendor_user):
+def test_admin_changes_to_users_are_audited_without_values(
+    verified_client, make_user, make_vendor_user
+):
     root = make_user("root", is_staff=True, is_superuser=True)
     target = make_vendor_user("alice")
     client = verified_client(root)
-    response = client.post(reverse("admin:broker_user_changelist"), {
-        "action": "deactivate_users", "_selected_action": [target.pk],
-    })
+    response = client.post(
+        reverse("admin:broker_user_changelist"),
+        {
+            "action": "deactivate_users",
+            "_selected_action": [target.pk],
+        },
+    )
     assert response.status_code == 302
     assert not User.objects.get(pk=target.pk).is_active
     event = AuditEvent.objects.get(action="user.changed")
@@ -124,8 +142,12 @@ def test_admin_user_edit_is_audited_by_field_name(verified_client, make_user):
     client = verified_client(root)
     url = reverse("admin:broker_user_change", args=[target.pk])
     data = {
-        "username": "bob", "email": "bob@plant.example", "is_auditor": "on", "is_active": "on",
-        "ApproverGroup_members-TOTAL_FORMS": "0", "ApproverGroup_members-INITIAL_FORMS": "0",
+        "username": "bob",
+        "email": "bob@plant.example",
+        "is_auditor": "on",
+        "is_active": "on",
+        "ApproverGroup_members-TOTAL_FORMS": "0",
+        "ApproverGroup_members-INITIAL_FORMS": "0",
     }
     response = client.post(url, data)
     assert response.status_code == 302, response.content.decode()[:2000]

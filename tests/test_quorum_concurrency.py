@@ -42,8 +42,14 @@ def click_together(req, people, **kw) -> list[Exception | None]:
 
 
 def new_request(plant):
-    return approvals.submit_request(plant.vera, plant.device, protocols=["ssh"], starts_at=None,
-                                    duration=timedelta(hours=1), reason="WO-1")
+    return approvals.submit_request(
+        plant.vera,
+        plant.device,
+        protocols=["ssh"],
+        starts_at=None,
+        duration=timedelta(hours=1),
+        reason="WO-1",
+    )
 
 
 @pytest.mark.parametrize("attempt", range(5))
@@ -59,7 +65,8 @@ def test_two_groups_approving_at_once_create_exactly_one_grant(plant, attempt):
 
 @pytest.mark.parametrize("attempt", range(5))
 def test_one_needed_and_two_click_at_once_gives_one_grant_and_one_clear_refusal(
-        plant, make_approver, attempt):
+    plant, make_approver, attempt
+):
     plant.zone.approval_rules.filter(group=plant.sec).delete()
     otto = make_approver("otto", groups=[plant.ops])
     req = new_request(plant)

@@ -11,10 +11,10 @@ import time
 import pytest
 from django.urls import reverse
 
-from sessions import rdp_consumer
+from sessions.anomalies.models import Signal
+from sessions.anomalies.response import raise_signal
+from sessions.doors.rdp import consumer as rdp_consumer
 from sessions.models import Session
-from sessions.models_signals import Signal
-from sessions.response import raise_signal
 from tests.asgi_server import asgi_server  # noqa: F401  (fixture)
 from tests.browser_session import session_cookie
 from tests.conftest import SCREENSHOTS
@@ -37,14 +37,13 @@ def wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
         time.sleep(0.1)
 
 
-
-
 def close_to(rgb: list[int], expected: tuple[int, int, int], tolerance: int = 12) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(rgb, expected))
 
 
 def test_vendor_opens_the_remote_desktop_types_into_it_and_a_signal_ends_it(
-        asgi_server, browser, rdp_vendor, rdp_server, make_user):
+    asgi_server, browser, rdp_vendor, rdp_server, make_user
+):
     user, device, grant = rdp_vendor()
     base = asgi_server.url
     context = browser.new_context(viewport={"width": 1360, "height": 900})
@@ -58,8 +57,11 @@ def test_vendor_opens_the_remote_desktop_types_into_it_and_a_signal_ends_it(
     page.wait_for_url("**/desktop/")
     page.wait_for_selector('#rdp-screen[data-connected="1"]', timeout=60_000)
     # The device's background colour, away from its xterm (remote 700,500).
-    wait_for(lambda: close_to(page.evaluate(PIXEL, [700, 500]), BACKGROUND), 30,
-             "the remote desktop's background on the canvas")
+    wait_for(
+        lambda: close_to(page.evaluate(PIXEL, [700, 500]), BACKGROUND),
+        30,
+        "the remote desktop's background on the canvas",
+    )
     page.screenshot(path=str(SCREENSHOTS / "rdp-remote-desktop.png"))
 
     page.mouse.click(*canvas_point(page, 150, 100))
@@ -71,19 +73,30 @@ def test_vendor_opens_the_remote_desktop_types_into_it_and_a_signal_ends_it(
     live = next(iter(rdp_consumer.RDP_SESSIONS.values()))
     watcher = make_user("otto", is_auditor=True)
     watch_context = browser.new_context(viewport={"width": 1360, "height": 900})
-    watch_context.add_cookies([{"name": "sessionid", "value": session_cookie(watcher), "url": base}])
+    watch_context.add_cookies(
+        [{"name": "sessionid", "value": session_cookie(watcher), "url": base}]
+    )
     watching = watch_context.new_page()
     watching.goto(base + reverse("remote-desktop-watch", args=[live.code]))
     watching.wait_for_selector('#rdp-screen[data-connected="1"]', timeout=60_000)
-    wait_for(lambda: close_to(watching.evaluate(PIXEL, [700, 500]), BACKGROUND), 30,
-             "the watcher's canvas")
+    wait_for(
+        lambda: close_to(watching.evaluate(PIXEL, [700, 500]), BACKGROUND),
+        30,
+        "the watcher's canvas",
+    )
     assert watching.locator("#rdp-cad").count() == 0
     watching.screenshot(path=str(SCREENSHOTS / "rdp-approver-watching.png"))
     time.sleep(3)  # a few seconds of video to play back later
     pgid = live.desktop.pgid
     session = Session.objects.get(user=user)
-    raise_signal(origin=Signal.Origin.DETECTOR, kind="ot_anomaly", severity="high",
-                 detail="unexpected S7 write", device=device, sessions=[session])
+    raise_signal(
+        origin=Signal.Origin.DETECTOR,
+        kind="ot_anomaly",
+        severity="high",
+        detail="unexpected S7 write",
+        device=device,
+        sessions=[session],
+    )
     page.wait_for_selector("#rdp-ended:not([hidden])", timeout=30_000)
     reason = page.inner_text("#rdp-ended-reason")
     page.screenshot(path=str(SCREENSHOTS / "rdp-ended-by-signal.png"))
@@ -91,8 +104,11 @@ def test_vendor_opens_the_remote_desktop_types_into_it_and_a_signal_ends_it(
     watching.wait_for_selector("#rdp-ended:not([hidden])", timeout=30_000)
     watch_context.close()
     # Both sides close first; the row (with the video's hash) is written after.
-    wait_for(lambda: Session.objects.filter(pk=session.pk).exclude(ended_at=None).exists(), 30,
-             "the session row to be closed")
+    wait_for(
+        lambda: Session.objects.filter(pk=session.pk).exclude(ended_at=None).exists(),
+        30,
+        "the session row to be closed",
+    )
     assert reason
     assert errors == []
     context.close()
@@ -107,12 +123,17 @@ def test_vendor_opens_the_remote_desktop_types_into_it_and_a_signal_ends_it(
     assert player.locator("video#player").count() == 1, player.inner_text("#integrity")
     player.wait_for_function(
         "() => { const v = document.querySelector('video#player');"
-        " return v && v.readyState >= 2 && v.videoWidth > 0; }", timeout=30_000)
+        " return v && v.readyState >= 2 && v.videoWidth > 0; }",
+        timeout=30_000,
+    )
     timeline = player.inner_text("#timeline")
     assert "typed-in-chromium" in timeline and "ot_anomaly" in timeline
     player.click("#timeline button.jump")
-    player.wait_for_function("() => document.querySelector('video#player').currentTime > 0 "
-                             "|| !document.querySelector('video#player').paused", timeout=30_000)
+    player.wait_for_function(
+        "() => document.querySelector('video#player').currentTime > 0 "
+        "|| !document.querySelector('video#player').paused",
+        timeout=30_000,
+    )
     player.screenshot(path=str(SCREENSHOTS / "rdp-review-playback.png"))
     review.close()
 

@@ -20,14 +20,15 @@ from django.conf import settings
 
 from broker.asgi import application
 from broker.models import AuditEvent
-from sessions import rdp_consumer, terminal
+from sessions.anomalies.models import Signal
+from sessions.doors.rdp import consumer as rdp_consumer
+from sessions.doors.rdp.rfb import PROTOCOL_VERSION
+from sessions.doors.web import terminal
+from sessions.live.recording import recordings_dir
 from sessions.models import Session
-from sessions.models_signals import Signal
-from sessions.recording import recordings_dir
-from sessions.rfb import PROTOCOL_VERSION
 from tests.browser_session import session_cookie
-from tests.sshd import wait_for
 from tests.rdpserver import DEVICE_PASSWORD, rdp_server, rdp_vendor  # noqa: F401  (fixtures)
+from tests.sshd import wait_for
 
 pytestmark = [pytest.mark.rdp, pytest.mark.django_db(transaction=True)]
 
@@ -35,15 +36,17 @@ ORIGIN = b"http://127.0.0.1:8000"
 HOST = b"127.0.0.1:8000"
 
 
-def communicator(grant: Any, cookie: str | None, *, origin: bytes = ORIGIN,
-                 query: str = "width=800&height=600") -> WebsocketCommunicator:
+def communicator(
+    grant: Any, cookie: str | None, *, origin: bytes = ORIGIN, query: str = "width=800&height=600"
+) -> WebsocketCommunicator:
     headers = [(b"host", HOST)]
     if origin:
         headers.append((b"origin", origin))
     if cookie:
         headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
-    return WebsocketCommunicator(application, f"/ws/rdp/{grant.code}/?{query}", headers=headers,
-                                 subprotocols=["binary"])
+    return WebsocketCommunicator(
+        application, f"/ws/rdp/{grant.code}/?{query}", headers=headers, subprotocols=["binary"]
+    )
 
 
 class Browser:
@@ -105,11 +108,12 @@ def run(coro: Any) -> Any:
         try:
             return await coro
         finally:
-            from sessions.core import LiveSession
+            from sessions.live.core import LiveSession
 
             for live in list(LiveSession.registry.values()):
                 await asyncio.wait_for(live.close("test over"), 30)
             await terminal.stop_web_control()
+
     return asyncio.run(go())
 
 
@@ -211,12 +215,14 @@ def test_vendor_types_into_the_remote_desktop_over_a_private_unix_socket(rdp_ven
     assert session.end_reason == "the vendor closed the remote desktop"
     video = recordings_dir() / session.recording
     assert video.suffix == ".webm" and video.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"
-    from sessions.recording import file_sha256
+    from sessions.live.recording import file_sha256
 
     assert session.recording_sha256 == file_sha256(video)
     import json
 
-    lines = (recordings_dir() / rdp_consumer.input_log_name(session.recording)).read_text().splitlines()
+    lines = (
+        (recordings_dir() / rdp_consumer.input_log_name(session.recording)).read_text().splitlines()
+    )
     events = [json.loads(line) for line in lines[1:]]
     assert "hello-airlock-rdp\r" in "".join(e[2] for e in events if e[1] == "i")
     assert any(e[1] == "m" and e[2] == "click left at 150,100" for e in events)
@@ -226,7 +232,8 @@ def test_vendor_types_into_the_remote_desktop_over_a_private_unix_socket(rdp_ven
     wait_for(lambda: AuditEvent.objects.filter(action="session.input_log").exists(), 30)
     log_event = AuditEvent.objects.get(action="session.input_log")
     assert log_event.data["sha256"] == file_sha256(
-        recordings_dir() / rdp_consumer.input_log_name(session.recording))
+        recordings_dir() / rdp_consumer.input_log_name(session.recording)
+    )
     assert session.commands.filter(text="hello-airlock-rdp").exists()
 
 
@@ -249,14 +256,16 @@ def test_wrong_vaulted_credential_ends_with_the_device_refused_airlocks_credenti
 
 
 @pytest.mark.parametrize("case", ["no_grant", "locked_user", "password_only", "foreign_origin"])
-def test_refused_websockets_close_with_nothing_relayed(case, rdp_vendor, make_vendor_user, rdp_server):
+def test_refused_websockets_close_with_nothing_relayed(
+    case, rdp_vendor, make_vendor_user, rdp_server
+):
     user, device, grant = rdp_vendor()
     cookie = session_cookie(user, otp=case != "password_only")
     origin = b"https://evil.example" if case == "foreign_origin" else ORIGIN
     if case == "no_grant":
         cookie = session_cookie(make_vendor_user())
     if case == "locked_user":
-        from sessions.revocation import revoke
+        from sessions.live.revocation import revoke
 
         revoke(user, reason="investigation", by=None)
     connections_before = rdp_server.connections()
@@ -288,16 +297,22 @@ def open_session(grant: Any, cookie: str) -> Any:
         browser = Browser(comm)
         await browser.handshake()
         return comm, browser, next(iter(rdp_consumer.RDP_SESSIONS.values()))
+
     return opened()
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b"\x63\x00\x00\x00", "unknown RFB message (type 99)"),
-    (struct.pack(">BxxxI", 6, 10 * 1024 * 1024), "over the limit"),
-    (struct.pack(">Bxxxi", 6, -8), "extended clipboard"),
-    (struct.pack(">BBxxI", 4, 7, 65), "invalid down flag"),
-])
-def test_bad_rfb_from_the_browser_ends_the_session_and_kills_the_desktop(payload, reason, rdp_vendor):
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"\x63\x00\x00\x00", "unknown RFB message (type 99)"),
+        (struct.pack(">BxxxI", 6, 10 * 1024 * 1024), "over the limit"),
+        (struct.pack(">Bxxxi", 6, -8), "extended clipboard"),
+        (struct.pack(">BBxxI", 4, 7, 65), "invalid down flag"),
+    ],
+)
+def test_bad_rfb_from_the_browser_ends_the_session_and_kills_the_desktop(
+    payload, reason, rdp_vendor
+):
     user, device, grant = rdp_vendor()
     cookie = session_cookie(user)
     seen: dict[str, Any] = {}
@@ -345,8 +360,9 @@ def test_clipboard_is_dropped_and_audited_when_the_grant_does_not_allow_uploads(
         comm, browser, live = await open_session(grant, cookie)
         text = b"secret-recipe"
         await comm.send_to(bytes_data=struct.pack(">BxxxI", 6, len(text)) + text)
-        refused = AuditEvent.objects.filter(action="session.clipboard_refused",
-                                            data__size=len(text)).exists
+        refused = AuditEvent.objects.filter(
+            action="session.clipboard_refused", data__size=len(text)
+        ).exists
         deadline = time.monotonic() + 30
         while not await database_sync_to_async(refused)():
             assert time.monotonic() < deadline, "the refused clipboard was never audited"
@@ -354,14 +370,15 @@ def test_clipboard_is_dropped_and_audited_when_the_grant_does_not_allow_uploads(
         await live.close("test over")
 
     run(scenario())
-    assert AuditEvent.objects.filter(action="session.clipboard_refused",
-                                     data__size=len(b"secret-recipe")).exists()
+    assert AuditEvent.objects.filter(
+        action="session.clipboard_refused", data__size=len(b"secret-recipe")
+    ).exists()
 
 
 def test_a_signal_for_the_device_ends_the_session_and_the_process_group(rdp_vendor):
     user, device, grant = rdp_vendor()
     cookie = session_cookie(user)
-    from sessions.response import raise_signal
+    from sessions.anomalies.response import raise_signal
 
     seen: dict[str, Any] = {}
 
@@ -371,9 +388,14 @@ def test_a_signal_for_the_device_ends_the_session_and_the_process_group(rdp_vend
         from channels.db import database_sync_to_async
 
         def sensor_reports() -> None:
-            raise_signal(origin=Signal.Origin.DETECTOR, kind="ot_anomaly", severity="high",
-                         detail="unexpected S7 write", device=device,
-                         sessions=list(Session.objects.filter(user=user)))
+            raise_signal(
+                origin=Signal.Origin.DETECTOR,
+                kind="ot_anomaly",
+                severity="high",
+                detail="unexpected S7 write",
+                device=device,
+                sessions=list(Session.objects.filter(user=user)),
+            )
 
         await database_sync_to_async(sensor_reports)()
         close = await browser.ended()
@@ -458,8 +480,10 @@ def test_tls_only_device_blocks_input_until_a_logon_that_never_comes(rdp_vendor,
         # connection is active and drops an unknown account, so the session
         # may end that way before the login timeout; either way nothing the
         # vendor typed reached the device, and no logon was ever reported.
-        assert ("did not get past its login screen" in close["reason"]
-                or close["reason"] == f"the remote desktop connection to {device.slug} ended")
+        assert (
+            "did not get past its login screen" in close["reason"]
+            or close["reason"] == f"the remote desktop connection to {device.slug} ended"
+        )
         assert "typed-at-a-login-screen" not in tls_server.typed()
         assert Session.objects.get(user=user).ended_at is not None
     finally:
@@ -469,7 +493,7 @@ def test_tls_only_device_blocks_input_until_a_logon_that_never_comes(rdp_vendor,
 def test_orphaned_desktops_of_a_dead_broker_are_killed(settings, tmp_path):
     import subprocess
 
-    from sessions.rdp import cleanup_orphans
+    from sessions.doors.rdp.desktop import cleanup_orphans
 
     settings.RDP_RUN_DIR = tmp_path / "rdp"
     orphan = tmp_path / "rdp" / "deadbeef"
@@ -485,7 +509,8 @@ def test_orphaned_desktops_of_a_dead_broker_are_killed(settings, tmp_path):
 
 
 def test_an_approver_watches_read_only_and_their_keys_never_reach_the_device(
-        rdp_vendor, rdp_server, make_approver, make_group, make_zone):
+    rdp_vendor, rdp_server, make_approver, make_group, make_zone
+):
     from broker.models import ApprovalRule
 
     group = make_group("OT security")
@@ -499,9 +524,15 @@ def test_an_approver_watches_read_only_and_their_keys_never_reach_the_device(
     async def scenario() -> tuple:
         comm, browser, live = await open_session(grant, cookie)
         watch = WebsocketCommunicator(
-            application, f"/ws/rdp-watch/{live.code}/", subprotocols=["binary"],
-            headers=[(b"host", HOST), (b"origin", ORIGIN),
-                     (b"cookie", f"{settings.SESSION_COOKIE_NAME}={watcher_cookie}".encode())])
+            application,
+            f"/ws/rdp-watch/{live.code}/",
+            subprotocols=["binary"],
+            headers=[
+                (b"host", HOST),
+                (b"origin", ORIGIN),
+                (b"cookie", f"{settings.SESSION_COOKIE_NAME}={watcher_cookie}".encode()),
+            ],
+        )
         connected, _ = await watch.connect(timeout=30)
         assert connected
         watcher = Browser(watch)
@@ -542,8 +573,9 @@ def test_pinrdpcert_shows_the_fingerprint_and_pins_it_only_with_yes(rdp_server, 
     assert AuditEvent.objects.filter(action="device.rdp_certificate_pinned").exists()
 
 
-def test_a_reload_within_the_grace_period_reattaches_to_the_same_session(rdp_vendor, rdp_server,
-                                                                         settings):
+def test_a_reload_within_the_grace_period_reattaches_to_the_same_session(
+    rdp_vendor, rdp_server, settings
+):
     user, device, grant = rdp_vendor()
     settings.RDP_DISCONNECT_GRACE = 5
     cookie = session_cookie(user)
@@ -599,8 +631,9 @@ def test_bad_input_in_one_session_leaves_another_session_running(rdp_vendor, rdp
     assert "still-here" in rdp_server.typed()
 
 
-def test_a_device_that_drops_the_connection_ends_the_session_with_a_clear_reason(rdp_vendor,
-                                                                                rdp_server):
+def test_a_device_that_drops_the_connection_ends_the_session_with_a_clear_reason(
+    rdp_vendor, rdp_server
+):
     user, device, grant = rdp_vendor()
     cookie = session_cookie(user)
     seen: dict[str, Any] = {}
@@ -624,9 +657,8 @@ def test_a_lock_on_the_user_and_the_end_of_the_grant_end_rdp_sessions_like_ssh_o
     from channels.db import database_sync_to_async
     from django.utils import timezone
 
-    from sessions.revocation import revoke
-
     from broker.models import Grant
+    from sessions.live.revocation import revoke
 
     user, device, grant = rdp_vendor()
     short_user, _, short_grant = rdp_vendor()
@@ -640,7 +672,8 @@ def test_a_lock_on_the_user_and_the_end_of_the_grant_end_rdp_sessions_like_ssh_o
         # The window closes a few seconds after this session opens (set only
         # now, so a slow machine does not reach the end before the opening).
         await database_sync_to_async(Grant.objects.filter(pk=short_grant.pk).update)(
-            ends_at=timezone.now() + timedelta(seconds=10))
+            ends_at=timezone.now() + timedelta(seconds=10)
+        )
         comm2, browser2, live2 = await open_session(short_grant, short_cookie)
         ended = await browser2.ended(timeout=30)
         await asyncio.wait_for(live2.wait_closed(), 30)
@@ -653,7 +686,8 @@ def test_a_lock_on_the_user_and_the_end_of_the_grant_end_rdp_sessions_like_ssh_o
 
 
 def test_a_zone_asking_for_a_code_per_connection_refuses_a_websocket_without_one(
-        rdp_vendor, make_zone, rdp_server):
+    rdp_vendor, make_zone, rdp_server
+):
     zone = make_zone(requires_connection_otp=True)
     user, device, grant = rdp_vendor(zone=zone)
     cookie = session_cookie(user)
@@ -677,7 +711,8 @@ def test_the_desktop_of_a_killed_broker_process_dies_with_it(rdp_server, tmp_pat
     import sys
     import textwrap
 
-    from tests.rdpserver import DEVICE_PASSWORD as PASSWORD, DEVICE_USER as ACCOUNT
+    from tests.rdpserver import DEVICE_PASSWORD as PASSWORD
+    from tests.rdpserver import DEVICE_USER as ACCOUNT
 
     run_dir = Path(tempfile_dir())
     script = textwrap.dedent(f"""
@@ -685,7 +720,7 @@ def test_the_desktop_of_a_killed_broker_process_dies_with_it(rdp_server, tmp_pat
         os.environ["DJANGO_SETTINGS_MODULE"] = "broker.settings"
         os.environ["AIRLOCK_RDP_RUN_DIR"] = {str(run_dir)!r}
         django.setup()
-        from sessions.rdp import Desktop, RDPTarget
+        from sessions.doors.rdp.desktop import Desktop, RDPTarget
         async def main():
             d = Desktop(width=800, height=600, allow_upload=False, allow_download=False)
             await d.start_display()
@@ -697,8 +732,9 @@ def test_the_desktop_of_a_killed_broker_process_dies_with_it(rdp_server, tmp_pat
             await asyncio.sleep(300)
         asyncio.run(main())
     """)
-    broker = subprocess.Popen([sys.executable, "-c", script], cwd=settings.BASE_DIR,
-                              stdout=subprocess.PIPE, text=True)
+    broker = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=settings.BASE_DIR, stdout=subprocess.PIPE, text=True
+    )
     try:
         pgid = int(broker.stdout.readline())
         assert group_alive(pgid)
@@ -753,7 +789,7 @@ def test_signing_out_of_the_portal_ends_the_remote_desktop(rdp_vendor):
 
 
 def test_a_host_without_the_rdp_packages_says_what_to_install(rdp_vendor, monkeypatch):
-    from sessions import rdp
+    from sessions.doors.rdp import desktop as rdp
 
     user, device, grant = rdp_vendor()
     cookie = session_cookie(user)

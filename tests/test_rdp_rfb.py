@@ -1,4 +1,4 @@
-"""The strict parser of the browser's half of the RFB stream (sessions/rfb.py)."""
+"""The strict parser of the browser's half of the RFB stream (sessions/doors/rdp/rfb.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,18 @@ import struct
 
 import pytest
 
-from sessions.rfb import (
-    PROTOCOL_VERSION, ClientStream, CutText, Dropped, Key, KeyLog, Pointer, RFBError, ServerCutText,
-    ServerStream, keysym_text,
+from sessions.doors.rdp.rfb import (
+    PROTOCOL_VERSION,
+    ClientStream,
+    CutText,
+    Dropped,
+    Key,
+    KeyLog,
+    Pointer,
+    RFBError,
+    ServerCutText,
+    ServerStream,
+    keysym_text,
 )
 
 HANDSHAKE = PROTOCOL_VERSION + b"\x01" + b"\x00"  # version, security None, ClientInit exclusive
@@ -35,7 +44,7 @@ def test_handshake_may_arrive_one_byte_at_a_time():
     stream = ClientStream()
     out = b""
     for i in range(len(HANDSHAKE)):
-        out += stream.feed(HANDSHAKE[i:i + 1])[0]
+        out += stream.feed(HANDSHAKE[i : i + 1])[0]
     assert out == PROTOCOL_VERSION + b"\x01\x01"
 
 
@@ -47,7 +56,9 @@ def test_other_versions_and_security_types_are_refused(start):
 
 def test_keys_pointer_and_clipboard_are_seen_and_passed_on():
     stream = opened(allow_clipboard=True)
-    data = key(1, ord("a")) + struct.pack(">BBHH", 5, 1, 10, 20) + struct.pack(">BxxxI", 6, 3) + b"abc"
+    data = (
+        key(1, ord("a")) + struct.pack(">BBHH", 5, 1, 10, 20) + struct.pack(">BxxxI", 6, 3) + b"abc"
+    )
     out, events = stream.feed(data)
     assert out == data
     assert events == [Key(True, ord("a")), Pointer(1, 10, 20), CutText("abc", 3, True)]
@@ -83,9 +94,16 @@ def test_set_encodings_keeps_only_what_airlock_can_follow():
     assert out == struct.pack(">BxH4i", 2, 4, 16, 0, -223, -250)
 
 
-SERVER_HANDSHAKE = (PROTOCOL_VERSION + b"\x01\x01" + b"\x00" * 4
-                    + struct.pack(">HH", 4, 2) + bytes([32, 24, 0, 1]) + b"\x00" * 12
-                    + struct.pack(">I", 3) + b"dev")
+SERVER_HANDSHAKE = (
+    PROTOCOL_VERSION
+    + b"\x01\x01"
+    + b"\x00" * 4
+    + struct.pack(">HH", 4, 2)
+    + bytes([32, 24, 0, 1])
+    + b"\x00" * 12
+    + struct.pack(">I", 3)
+    + b"dev"
+)
 
 
 def server_stream() -> ServerStream:
@@ -101,12 +119,18 @@ def test_display_clipboard_is_found_between_screen_updates_in_any_chunking():
     cursor = struct.pack(">HHHHi", 0, 0, 9, 2, -239) + b"c" * (9 * 2 * 4 + 2 * 2)
     update = struct.pack(">BxH", 0, 3) + raw + zrle + cursor
     cut = struct.pack(">BxxxI", 3, 6) + b"recipe"
-    stream = update + cut + struct.pack(">BxH", 0, 0xFFFF) + struct.pack(">HHHHi", 0, 0, 0, 0, -224) + b"\x02"
+    stream = (
+        update
+        + cut
+        + struct.pack(">BxH", 0, 0xFFFF)
+        + struct.pack(">HHHHi", 0, 0, 0, 0, -224)
+        + b"\x02"
+    )
     for size in (1, 3, 7, len(stream)):
         server = server_stream()
         found = []
         for i in range(0, len(stream), size):
-            found += server.feed(stream[i:i + size])
+            found += server.feed(stream[i : i + size])
         assert found == [ServerCutText("recipe", 6)]
         assert server.buffer == bytearray() and server.skip == 0
 
@@ -120,8 +144,13 @@ def test_an_encoding_airlock_did_not_allow_breaks_the_stream():
 def test_view_only_streams_drop_input_but_keep_screen_requests():
     stream = opened(view_only=True, allow_clipboard=True)
     request = struct.pack(">BBHHHH", 3, 1, 0, 0, 100, 100)
-    out, events = stream.feed(key(1, 0x61) + struct.pack(">BBHH", 5, 1, 1, 1) + request
-                              + struct.pack(">BxxxI", 6, 1) + b"x")
+    out, events = stream.feed(
+        key(1, 0x61)
+        + struct.pack(">BBHH", 5, 1, 1, 1)
+        + request
+        + struct.pack(">BxxxI", 6, 1)
+        + b"x"
+    )
     assert out == request and events == []
 
 
@@ -139,16 +168,19 @@ def test_qemu_extended_key_events_are_parsed_as_keys():
     assert out == data and events == [Key(True, 0x62)]
 
 
-@pytest.mark.parametrize("message, why", [
-    (b"\x07", "unknown RFB message"),
-    (key(2, 0x61), "invalid down flag"),
-    (struct.pack(">BxxxI", 6, 0xFFFFFFF0), "extended clipboard"),
-    (struct.pack(">BxH", 2, 5000), "encodings"),
-    (struct.pack(">BBHI", 255, 1, 0, 0), "subtype"),
-    (struct.pack(">BxxxIB", 248, 0, 200), "fence"),
-    (struct.pack(">BxHHBx", 251, 800, 600, 0), "screens"),
-    (struct.pack(">BBHHHH", 3, 9, 0, 0, 1, 1), "malformed"),
-])
+@pytest.mark.parametrize(
+    "message, why",
+    [
+        (b"\x07", "unknown RFB message"),
+        (key(2, 0x61), "invalid down flag"),
+        (struct.pack(">BxxxI", 6, 0xFFFFFFF0), "extended clipboard"),
+        (struct.pack(">BxH", 2, 5000), "encodings"),
+        (struct.pack(">BBHI", 255, 1, 0, 0), "subtype"),
+        (struct.pack(">BxxxIB", 248, 0, 200), "fence"),
+        (struct.pack(">BxHHBx", 251, 800, 600, 0), "screens"),
+        (struct.pack(">BBHHHH", 3, 9, 0, 0, 1, 1), "malformed"),
+    ],
+)
 def test_malformed_messages_are_refused_with_a_reason(message, why):
     with pytest.raises(RFBError, match=why):
         opened().feed(message)

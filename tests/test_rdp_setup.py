@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from sessions import rdp
+from sessions.doors.rdp import desktop as rdp
 from tests.conftest import free_port
 from tests.test_runbroker import broker_env, start  # noqa: F401  (fixtures)
 
@@ -47,8 +47,13 @@ def test_make_run_installs_the_rdp_packages_as_root_after_an_apt_get_update(tmp_
         pytest.skip("the root path of `services.sh install-run` needs root")
     calls = tmp_path / "apt-calls"
     bin_dir = bare_path(tmp_path, {"apt-get": f'#!/bin/bash\necho "$*" >> {calls}\n'})
-    done = subprocess.run(["bash", str(SERVICES), "install-run"], env={"PATH": str(bin_dir)},
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["bash", str(SERVICES), "install-run"],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     lines = calls.read_text().splitlines()
     assert lines[0] == "update -q"
@@ -60,8 +65,13 @@ def test_make_run_as_root_goes_on_without_rdp_when_apt_get_fails(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("the root path of `services.sh install-run` needs root")
     bin_dir = bare_path(tmp_path, {"apt-get": "#!/bin/bash\nexit 100\n"})
-    done = subprocess.run(["bash", str(SERVICES), "install-run"], env={"PATH": str(bin_dir)},
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["bash", str(SERVICES), "install-run"],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0
     assert "browser RDP is unavailable until they are installed" in done.stderr
 
@@ -77,8 +87,9 @@ def test_make_run_not_as_root_prints_one_line_saying_what_to_install():
         command = ["bash", str(script), "install-run"]
         if os.geteuid() == 0:
             command = [shutil.which("runuser"), "-u", "nobody", "--"] + command
-        done = subprocess.run(command, env={"PATH": str(bin_dir)}, capture_output=True, text=True,
-                              timeout=60, cwd="/")
+        done = subprocess.run(
+            command, env={"PATH": str(bin_dir)}, capture_output=True, text=True, timeout=60, cwd="/"
+        )
     finally:
         shutil.rmtree(where, ignore_errors=True)
     assert done.returncode == 0, done.stderr
@@ -89,15 +100,23 @@ def test_make_run_not_as_root_prints_one_line_saying_what_to_install():
 
 
 def test_make_run_with_the_packages_installed_says_nothing(tmp_path):
-    bin_dir = bare_path(tmp_path, {name: "#!/bin/bash\n" for name in ("Xvnc", "xfreerdp", "ffmpeg")})
-    done = subprocess.run(["bash", str(SERVICES), "install-run"], env={"PATH": str(bin_dir)},
-                          capture_output=True, text=True, timeout=60)
+    bin_dir = bare_path(
+        tmp_path, {name: "#!/bin/bash\n" for name in ("Xvnc", "xfreerdp", "ffmpeg")}
+    )
+    done = subprocess.run(
+        ["bash", str(SERVICES), "install-run"],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and done.stderr == ""
 
 
 @pytest.mark.django_db
 def test_the_rdp_page_says_which_packages_are_missing_instead_of_a_desktop(
-        verified_client, make_vendor_user, make_device, make_grant, monkeypatch):
+    verified_client, make_vendor_user, make_device, make_grant, monkeypatch
+):
     user = make_vendor_user()
     device = make_device(ssh_host="", rdp_host="127.0.0.1", rdp_port=free_port())
     grant = make_grant(user, device, protocols=["rdp"])
@@ -107,15 +126,20 @@ def test_the_rdp_page_says_which_packages_are_missing_instead_of_a_desktop(
     page = response.content.decode()
     assert response.status_code == 503
     assert 'id="rdp-unavailable"' in page
-    assert "Browser RDP is unavailable here until an administrator installs tigervnc-standalone-server, " \
-           "freerdp2-x11, ffmpeg" in page
+    assert (
+        "Browser RDP is unavailable here until an administrator installs tigervnc-standalone-server, "
+        "freerdp2-x11, ffmpeg" in page
+    )
     assert 'id="rdp-screen"' not in page
 
 
 @pytest.mark.django_db
 def test_the_rdp_page_shows_the_desktop_when_the_packages_are_there(
-        verified_client, make_vendor_user, make_device, make_grant, tmp_path, monkeypatch):
-    bin_dir = bare_path(tmp_path, {name: "#!/bin/bash\n" for name in ("Xvnc", "xfreerdp", "ffmpeg")})
+    verified_client, make_vendor_user, make_device, make_grant, tmp_path, monkeypatch
+):
+    bin_dir = bare_path(
+        tmp_path, {name: "#!/bin/bash\n" for name in ("Xvnc", "xfreerdp", "ffmpeg")}
+    )
     monkeypatch.setattr(rdp.missing_programs_sentence, "__defaults__", (str(bin_dir),))
     user = make_vendor_user()
     device = make_device(ssh_host="", rdp_host="127.0.0.1", rdp_port=free_port())
@@ -128,7 +152,7 @@ def test_the_rdp_page_shows_the_desktop_when_the_packages_are_there(
 
 
 def orphaned_desktop(run_dir: Path) -> tuple[Path, subprocess.Popen]:
-    """A desktop directory as sessions/rdp.py leaves one: an `owner` file
+    """A desktop directory as sessions/doors/rdp/desktop.py leaves one: an `owner` file
     naming a broker pid that is dead and the group of a process whose
     command line names the directory (as Xvnc's does)."""
     orphan = run_dir / "0123456789abcdef"
@@ -177,7 +201,10 @@ def test_an_asgi_server_cleans_up_orphans_at_its_lifespan_start_up(settings, tmp
 
     try:
         asyncio.run(lifespan())
-        assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert [m["type"] for m in sent] == [
+            "lifespan.startup.complete",
+            "lifespan.shutdown.complete",
+        ]
         assert leader.wait(10) == -signal.SIGKILL
         assert not orphan.exists()
     finally:

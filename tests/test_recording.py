@@ -9,13 +9,18 @@ import shutil
 
 import pytest
 
-from sessions.recording import AsciicastWriter, RecordingError, file_sha256
+from sessions.live.recording import AsciicastWriter, RecordingError, file_sha256
 
 
 def test_recording_is_valid_asciicast_v2_with_header_and_events(tmp_path):
     w = AsciicastWriter(tmp_path / "a.cast")
-    w.header(width=100, height=30, title="alice on plc-7", env={"TERM": "xterm"},
-             extra={"airlock": {"device": "plc-7"}})
+    w.header(
+        width=100,
+        height=30,
+        title="alice on plc-7",
+        env={"TERM": "xterm"},
+        extra={"airlock": {"device": "plc-7"}},
+    )
     w.output(b"hello\r\n", 0.5)
     w.input(b"ls\r", 1.0)
     w.resize(120, 40, 1.5)
@@ -24,8 +29,11 @@ def test_recording_is_valid_asciicast_v2_with_header_and_events(tmp_path):
     header = json.loads(lines[0])
     assert header["version"] == 2 and header["width"] == 100 and header["height"] == 30
     assert header["airlock"]["device"] == "plc-7"
-    assert [json.loads(x) for x in lines[1:]] == [[0.5, "o", "hello\r\n"], [1.0, "i", "ls\r"],
-                                                  [1.5, "r", "120x40"]]
+    assert [json.loads(x) for x in lines[1:]] == [
+        [0.5, "o", "hello\r\n"],
+        [1.0, "i", "ls\r"],
+        [1.5, "r", "120x40"],
+    ]
     assert digest == hashlib.sha256((tmp_path / "a.cast").read_bytes()).hexdigest()
     assert digest == file_sha256(tmp_path / "a.cast")
 
@@ -60,7 +68,11 @@ def test_invalid_utf8_and_split_characters_are_recorded_safely(tmp_path):
 
 def test_plain_text_and_text_needing_escapes_both_round_trip(tmp_path):
     w = AsciicastWriter(tmp_path / "j.cast")
-    samples = [b'plain "quoted" back\\slash\ttab\r\n', b"\x1b[31mred\x1b[0m \x00nul", "ünï ☃".encode()]
+    samples = [
+        b'plain "quoted" back\\slash\ttab\r\n',
+        b"\x1b[31mred\x1b[0m \x00nul",
+        "ünï ☃".encode(),
+    ]
     for i, sample in enumerate(samples):
         w.output(sample, float(i))
     w.close()

@@ -17,9 +17,9 @@ from django.utils import timezone
 
 from broker.access import AccessDenied, authorize
 from broker.models import Lock
+from sessions.anomalies.models import DEFAULT_RESPONSES, response_for
+from sessions.anomalies.response import raise_signal
 from sessions.models import ResponseRule, Session, Signal
-from sessions.models_signals import DEFAULT_RESPONSES, response_for
-from sessions.response import raise_signal
 from tests.signing import create_sensor, post_signal
 
 
@@ -30,8 +30,14 @@ def in_memory(settings: Any) -> None:
 
 
 @pytest.fixture
-def plant(make_vendor_user: Any, make_device: Any, make_grant: Any, make_group: Any,
-          make_zone: Any, make_approver: Any) -> dict[str, Any]:
+def plant(
+    make_vendor_user: Any,
+    make_device: Any,
+    make_grant: Any,
+    make_group: Any,
+    make_zone: Any,
+    make_approver: Any,
+) -> dict[str, Any]:
     ops = make_group("Plant operations")
     zone = make_zone(rules=[(ops, 1)])
     olga = make_approver("olga", groups=[ops], email="olga@plant.example")
@@ -39,13 +45,25 @@ def plant(make_vendor_user: Any, make_device: Any, make_grant: Any, make_group: 
     alice = make_vendor_user("alice")
     grant = make_grant(alice, device, ends_at=timezone.now() + timedelta(hours=4))
     session = Session.objects.create(user=alice, device=device, grant=grant)
-    return {"zone": zone, "device": device, "alice": alice, "session": session, "olga": olga,
-            "grant": grant}
+    return {
+        "zone": zone,
+        "device": device,
+        "alice": alice,
+        "session": session,
+        "olga": olga,
+        "grant": grant,
+    }
 
 
 def signal(plant: dict[str, Any], severity: str) -> Signal:
-    return raise_signal(origin="sensor", kind="test", severity=severity, detail="d",
-                        device=plant["device"], sessions=[plant["session"]])
+    return raise_signal(
+        origin="sensor",
+        kind="test",
+        severity=severity,
+        detail="d",
+        device=plant["device"],
+        sessions=[plant["session"]],
+    )
 
 
 def listen(group: str) -> tuple[Any, str]:
@@ -101,16 +119,21 @@ def test_high_terminates_the_session_and_locks_the_user_for_an_hour(plant: dict[
     message = received(layer, channel)
     assert message["type"] == "session.terminate" and "high security signal" in message["reason"]
     with pytest.raises(AccessDenied):
-        authorize(plant["alice"], plant["device"], protocol="ssh", at=timezone.now(),
-                  source_ip=None)
+        authorize(
+            plant["alice"], plant["device"], protocol="ssh", at=timezone.now(), source_ip=None
+        )
 
 
 def test_the_hour_long_user_lock_lapses(plant: dict[str, Any]) -> None:
     signal(plant, "high")
     later = timezone.now() + timedelta(hours=1, minutes=1)
     with time_machine.travel(later):
-        assert authorize(plant["alice"], plant["device"], protocol="ssh", at=timezone.now(),
-                         source_ip=None) == plant["grant"]
+        assert (
+            authorize(
+                plant["alice"], plant["device"], protocol="ssh", at=timezone.now(), source_ip=None
+            )
+            == plant["grant"]
+        )
 
 
 def test_critical_locks_the_whole_vendor_until_lifted(plant: dict[str, Any]) -> None:
@@ -122,8 +145,9 @@ def test_critical_locks_the_whole_vendor_until_lifted(plant: dict[str, Any]) -> 
 
 
 def test_a_zone_rule_overrides_the_default(plant: dict[str, Any]) -> None:
-    ResponseRule.objects.create(zone=plant["zone"], severity="high", actions=["lock_device"],
-                                lock_minutes=30)
+    ResponseRule.objects.create(
+        zone=plant["zone"], severity="high", actions=["lock_device"], lock_minutes=30
+    )
     s = signal(plant, "high")
     lock = Lock.objects.get()
     assert lock.device == plant["device"]
@@ -146,10 +170,17 @@ def test_an_unknown_action_is_a_validation_error(plant: dict[str, Any]) -> None:
 
 
 def test_a_signed_high_signal_ends_access_through_the_endpoint(
-        client: Any, plant: dict[str, Any]) -> None:
+    client: Any, plant: dict[str, Any]
+) -> None:
     _, secret = create_sensor("ot-monitor")
-    body = json.dumps({"device": "10.40.1.7", "severity": "high", "kind": "program-download",
-                       "detail": "download outside change window"})
+    body = json.dumps(
+        {
+            "device": "10.40.1.7",
+            "severity": "high",
+            "kind": "program-download",
+            "detail": "download outside change window",
+        }
+    )
     response = post_signal(client, "ot-monitor", secret, body)
     assert response.status_code == 202
     assert response.json()["signals"][0]["sessions"] == 1
@@ -157,9 +188,11 @@ def test_a_signed_high_signal_ends_access_through_the_endpoint(
 
 
 def test_the_zone_page_shows_the_policy_with_defaults(
-        verified_client: Any, plant: dict[str, Any]) -> None:
-    ResponseRule.objects.create(zone=plant["zone"], severity="medium", actions=["lock_device"],
-                                lock_minutes=15)
+    verified_client: Any, plant: dict[str, Any]
+) -> None:
+    ResponseRule.objects.create(
+        zone=plant["zone"], severity="medium", actions=["lock_device"], lock_minutes=15
+    )
     page = verified_client(plant["olga"]).get(f"/sessions/zones/{plant['zone'].code}/policy/")
     text = page.content.decode()
     assert page.status_code == 200

@@ -15,10 +15,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from broker.models import AuditEvent
-from sessions import retention
+from sessions.evidence import retention
+from sessions.evidence.review import integrity
+from sessions.live.recording import recordings_dir, recordings_storage
 from sessions.models import Command, Session
-from sessions.recording import recordings_dir, recordings_storage
-from sessions.review import integrity
 from sessions.tasks import purge_expired_recordings
 from tests.recordings import recorded_session
 
@@ -33,6 +33,7 @@ def make_session(make_vendor_user, make_device, make_grant, make_zone):
         device = make_device(zone=zone)
         grant = make_grant(user, device)
         return recorded_session(user, device, grant, ended_days_ago=ended_days_ago)
+
     return make
 
 
@@ -58,8 +59,9 @@ def test_recordings_within_retention_and_live_sessions_are_kept(make_session):
     young = make_session(retention_days=30, ended_days_ago=29)
     long_kept = make_session(retention_days=3650, ended_days_ago=400)
     live = make_session(retention_days=1)
-    Session.objects.filter(pk=live.pk).update(ended_at=None,
-                                              started_at=timezone.now() - timedelta(days=5))
+    Session.objects.filter(pk=live.pk).update(
+        ended_at=None, started_at=timezone.now() - timedelta(days=5)
+    )
     assert retention.purge(timezone.now()).purged == []
     for session in (young, long_kept, live):
         assert (recordings_dir() / session.recording).exists()
@@ -74,8 +76,10 @@ def test_purge_is_idempotent(make_session):
 
 
 def test_periodic_task_is_scheduled_and_purges_when_the_days_have_passed(make_session):
-    assert django_settings.CELERY_BEAT_SCHEDULE["purge-recordings"]["task"] == \
-        "sessions.tasks.purge_expired_recordings"
+    assert (
+        django_settings.CELERY_BEAT_SCHEDULE["purge-recordings"]["task"]
+        == "sessions.tasks.purge_expired_recordings"
+    )
     session = make_session(retention_days=7)
     assert purge_expired_recordings.apply().get() == {"purged": 0, "failed": 0}
     with time_machine.travel(timezone.now() + timedelta(days=7, minutes=1), tick=False):
@@ -94,14 +98,19 @@ def test_purged_recording_shows_why_on_the_review_page(make_session, make_user, 
 
 
 def test_recordings_go_to_the_configured_storage_and_are_purged_there(
-        settings, tmp_path, make_session):
+    settings, tmp_path, make_session
+):
     """An operator names another storage (S3 through django-storages works the
     same way): finished recordings move there, review reads and retention
     deletes there."""
     elsewhere = tmp_path / "archive"
-    settings.STORAGES = {**settings.STORAGES, "recordings": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(elsewhere)}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "recordings": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(elsewhere)},
+        },
+    }
     storages._storages.pop("recordings", None)  # settings changed mid-process
     session = make_session(retention_days=1)
     assert not (recordings_dir() / session.recording).exists()

@@ -14,19 +14,26 @@ from django.urls import reverse
 from django.utils import timezone
 
 from broker.models import AuditEvent
+from sessions.anomalies.models import Signal
+from sessions.evidence.review import Filters, integrity, search
+from sessions.live.recording import recordings_dir
 from sessions.models import Session
-from sessions.models_signals import Signal
-from sessions.recording import recordings_dir
-from sessions.review import Filters, integrity, search
 from tests.conftest import SCREENSHOTS
 from tests.recordings import recorded_session
 from tests.sshd import wait_for
 
 
-
 @pytest.fixture
-def plant(make_vendor, make_vendor_user, make_device, make_grant, make_zone, make_group,
-          make_approver, make_user):
+def plant(
+    make_vendor,
+    make_vendor_user,
+    make_device,
+    make_grant,
+    make_zone,
+    make_group,
+    make_approver,
+    make_user,
+):
     """Two vendors, two zones, an approver of one zone and an auditor."""
     line = make_zone(name="Packaging line", slug="packaging")
     boiler = make_zone(name="Boiler house", slug="boiler")
@@ -39,15 +46,35 @@ def plant(make_vendor, make_vendor_user, make_device, make_grant, make_zone, mak
     bob = make_vendor_user("bob", vendor=other)
     plc = make_device("filler-plc", zone=line, name="Filler PLC")
     hmi = make_device("boiler-hmi", zone=boiler, name="Boiler HMI")
-    s1 = recorded_session(alice, plc, make_grant(alice, plc),
-                          lines=("status", "echo hello-airlock", "read_register 40001"),
-                          files=(("/plc/recipes/line2.csv", "download"),))
-    s2 = recorded_session(bob, hmi, make_grant(bob, hmi), lines=("show alarms",),
-                          reason="terminated by sam: unexpected firmware tool", client_kind="native")
-    Signal.objects.create(origin="detector", kind="command_rule", severity="high",
-                          detail="firmware flash tool", device=hmi).sessions.add(s2)
+    s1 = recorded_session(
+        alice,
+        plc,
+        make_grant(alice, plc),
+        lines=("status", "echo hello-airlock", "read_register 40001"),
+        files=(("/plc/recipes/line2.csv", "download"),),
+    )
+    s2 = recorded_session(
+        bob,
+        hmi,
+        make_grant(bob, hmi),
+        lines=("show alarms",),
+        reason="terminated by sam: unexpected firmware tool",
+        client_kind="native",
+    )
+    Signal.objects.create(
+        origin="detector",
+        kind="command_rule",
+        severity="high",
+        detail="firmware flash tool",
+        device=hmi,
+    ).sessions.add(s2)
     return {
-        "alice": alice, "bob": bob, "s1": s1, "s2": s2, "line": line, "boiler": boiler,
+        "alice": alice,
+        "bob": bob,
+        "s1": s1,
+        "s2": s2,
+        "line": line,
+        "boiler": boiler,
         "approver": make_approver("olga", groups=[group]),
         "auditor": make_user("audrey", is_auditor=True),
     }
@@ -81,13 +108,18 @@ def test_auditor_sees_every_session(plant, verified_client):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("path", [
-    "/sessions/../../etc/passwd/", "/sessions/..%2F..%2Fetc%2Fpasswd/",
-    "/sessions/%2e%2e%2fsecret_key/recording.cast", "/sessions/not-a-uuid/",
-    "/sessions/00000000-0000-0000-0000-000000000000/",
-    "/sessions/00000000-0000-0000-0000-000000000000/recording.cast",
-    "/sessions/..%2fvar%2fsigning_key/evidence.zip",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/sessions/../../etc/passwd/",
+        "/sessions/..%2F..%2Fetc%2Fpasswd/",
+        "/sessions/%2e%2e%2fsecret_key/recording.cast",
+        "/sessions/not-a-uuid/",
+        "/sessions/00000000-0000-0000-0000-000000000000/",
+        "/sessions/00000000-0000-0000-0000-000000000000/recording.cast",
+        "/sessions/..%2fvar%2fsigning_key/evidence.zip",
+    ],
+)
 def test_path_like_and_unknown_codes_are_404(plant, verified_client, path):
     client = verified_client(plant["auditor"])
     response = client.get(path)
@@ -120,26 +152,31 @@ def test_missing_recording_file_is_a_clear_message(plant, verified_client):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("params, expected", [
-    ({"q": "hello-airlock"}, {"s1"}),
-    ({"q": "HELLO-AIRLOCK"}, {"s1"}),
-    ({"q": "recipes/line2"}, {"s1"}),
-    ({"q": "alarms"}, {"s2"}),
-    ({"q": "nothing-like-this"}, set()),
-    ({"vendor": "Acme"}, {"s1"}),
-    ({"user": "bob"}, {"s2"}),
-    ({"device": "filler"}, {"s1"}),
-    ({"zone": "boiler"}, {"s2"}),
-    ({"protocol": "ssh"}, {"s1", "s2"}),
-    ({"protocol": "rdp"}, set()),
-    ({"end_reason": "terminated"}, {"s2"}),
-    ({"has_signals": "1"}, {"s2"}),
-    ({"since": "2000-01-01", "until": "2000-01-02"}, set()),
-])
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ({"q": "hello-airlock"}, {"s1"}),
+        ({"q": "HELLO-AIRLOCK"}, {"s1"}),
+        ({"q": "recipes/line2"}, {"s1"}),
+        ({"q": "alarms"}, {"s2"}),
+        ({"q": "nothing-like-this"}, set()),
+        ({"vendor": "Acme"}, {"s1"}),
+        ({"user": "bob"}, {"s2"}),
+        ({"device": "filler"}, {"s1"}),
+        ({"zone": "boiler"}, {"s2"}),
+        ({"protocol": "ssh"}, {"s1", "s2"}),
+        ({"protocol": "rdp"}, set()),
+        ({"end_reason": "terminated"}, {"s2"}),
+        ({"has_signals": "1"}, {"s2"}),
+        ({"since": "2000-01-01", "until": "2000-01-02"}, set()),
+    ],
+)
 def test_filters_and_search_find_the_right_sessions(plant, params, expected):
-    found = {name for name in ("s1", "s2")
-             if search(plant["auditor"], Filters.from_query(params)).filter(
-                 pk=plant[name].pk).exists()}
+    found = {
+        name
+        for name in ("s1", "s2")
+        if search(plant["auditor"], Filters.from_query(params)).filter(pk=plant[name].pk).exists()
+    }
     assert found == expected
 
 
@@ -155,8 +192,9 @@ def test_time_range_uses_the_start_day(plant):
 @pytest.mark.django_db
 def test_bad_filter_values_are_reported_not_crashed(plant, verified_client):
     client = verified_client(plant["auditor"])
-    response = client.get(reverse("session-list"), {"since": "yesterday", "protocol": "telnet",
-                                                    "q": "x" * 5000})
+    response = client.get(
+        reverse("session-list"), {"since": "yesterday", "protocol": "telnet", "q": "x" * 5000}
+    )
     assert response.status_code == 200
     text = response.content.decode()
     assert "Since is not a date" in text and "Unknown protocol" in text
@@ -195,7 +233,8 @@ def test_row_hash_edited_to_match_an_edited_file_is_still_caught_by_the_chain(pl
     path.write_bytes(original.replace(b"hello-airlock", b"hello-airlocK"))
     assert path.read_bytes() != original
     Session.objects.filter(pk=session.pk).update(
-        recording_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+        recording_sha256=hashlib.sha256(path.read_bytes()).hexdigest()
+    )
     session.refresh_from_db()
     check = integrity(session)
     assert check.state == "tampered"
@@ -212,13 +251,12 @@ def test_tamper_view_is_audited(plant, verified_client):
     page = client.get(reverse("session-detail", args=[plant["s1"].code])).content.decode()
     assert "Tamper warning" in page
     assert 'id="player"' not in page
-    assert AuditEvent.objects.filter(action="session.tamper_detected",
-                                     target=f"session {plant['s1'].code}").exists()
+    assert AuditEvent.objects.filter(
+        action="session.tamper_detected", target=f"session {plant['s1'].code}"
+    ).exists()
 
 
 # --- in the browser ----------------------------------------------------------------------------
-
-
 
 
 def signed_in_page(browser, base: str, user) -> object:
@@ -259,8 +297,12 @@ def test_auditor_searches_opens_plays_and_sees_the_tamper_warning(plant, live_se
     # Jumping to a command seeks the player to its time.
     target = float(page.locator("#timeline .event-command .jump").nth(1).get_attribute("data-t"))
     page.locator("#timeline .event-command .jump").nth(1).click()
-    wait_for(lambda: page.evaluate(
-        "() => window.airlockPlayer && window.airlockPlayer.getCurrentTime() > 0"), timeout=15)
+    wait_for(
+        lambda: page.evaluate(
+            "() => window.airlockPlayer && window.airlockPlayer.getCurrentTime() > 0"
+        ),
+        timeout=15,
+    )
     at = page.evaluate("window.airlockPlayer.getCurrentTime()")
     assert at >= target - 0.2
     page.select_option("#speed", "2")
@@ -306,11 +348,17 @@ def test_rdp_video_recording_is_served_as_video_after_the_same_check(plant, veri
     import hashlib
 
     from broker import audit
-    from sessions.core import open_session_row
+    from sessions.live.core import open_session_row
 
     alice, device = plant["alice"], plant["s1"].device
-    session = open_session_row(user=alice, device=device, grant=plant["s1"].grant,
-                               source_ip="192.0.2.9", client_kind="browser", protocol="rdp")
+    session = open_session_row(
+        user=alice,
+        device=device,
+        grant=plant["s1"].grant,
+        source_ip="192.0.2.9",
+        client_kind="browser",
+        protocol="rdp",
+    )
     session.recording = session.recording.removesuffix(".cast") + ".webm"
     video = b"\x1aE\xdf\xa3 not really a video, but bytes to hash"
     path = recordings_dir() / session.recording
@@ -320,8 +368,11 @@ def test_rdp_video_recording_is_served_as_video_after_the_same_check(plant, veri
     Session.objects.filter(pk=session.pk).update(recording=session.recording)
     session.refresh_from_db()
     session.close("the vendor disconnected", recording_sha256=sha)
-    audit.record("session.end", target=f"session {session.code}",
-                 data={"recording_sha256": sha, "recording": session.recording})
+    audit.record(
+        "session.end",
+        target=f"session {session.code}",
+        data={"recording_sha256": sha, "recording": session.recording},
+    )
     client = verified_client(plant["auditor"])
     page = client.get(reverse("session-detail", args=[session.code])).content.decode()
     assert 'data-kind="video"' in page and "Integrity verified" in page
@@ -347,21 +398,24 @@ def test_rdp_video_recording_is_served_as_video_after_the_same_check(plant, veri
     assert client.get(url, HTTP_RANGE="bytes=0-3").status_code == 409
 
 
-@pytest.mark.parametrize("header, size, expected", [
-    ("", 100, None),
-    ("bytes=0-0", 100, (0, 0)),
-    ("bytes=90-200", 100, (90, 99)),
-    ("bytes=-10", 100, (90, 99)),
-    ("bytes=-500", 100, (0, 99)),
-    ("bytes=100-", 100, (-1, -1)),
-    ("bytes=-0", 100, (-1, -1)),
-    ("bytes=0-1,5-6", 100, None),   # several ranges: the whole body
-    ("bytes=9-3", 100, None),       # not a valid range: ignored
-    ("bytes=a-b", 100, None),
-    ("items=0-3", 100, None),
-])
+@pytest.mark.parametrize(
+    "header, size, expected",
+    [
+        ("", 100, None),
+        ("bytes=0-0", 100, (0, 0)),
+        ("bytes=90-200", 100, (90, 99)),
+        ("bytes=-10", 100, (90, 99)),
+        ("bytes=-500", 100, (0, 99)),
+        ("bytes=100-", 100, (-1, -1)),
+        ("bytes=-0", 100, (-1, -1)),
+        ("bytes=0-1,5-6", 100, None),  # several ranges: the whole body
+        ("bytes=9-3", 100, None),  # not a valid range: ignored
+        ("bytes=a-b", 100, None),
+        ("items=0-3", 100, None),
+    ],
+)
 def test_byte_range_parsing(header, size, expected):
-    from sessions.portal_views import byte_range
+    from sessions.pages.review import byte_range
 
     assert byte_range(header, size) == expected
 

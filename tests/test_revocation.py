@@ -13,16 +13,20 @@ from django.utils import timezone
 
 from broker.access import AccessDenied, authorize
 from broker.models import AuditEvent, Grant, Lock
+from sessions.live.revocation import revoke
 from sessions.models import Session
-from sessions.revocation import revoke
 from tests.conftest import free_port, redis_url, stop_thread_loop
 
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
 def pubsub(url: str) -> dict[str, Any]:
-    return {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                        "CONFIG": {"hosts": [url]}}}
+    return {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [url]},
+        }
+    }
 
 
 @pytest.fixture
@@ -55,7 +59,8 @@ def grant(make_vendor_user: Any, make_device: Any, make_grant: Any) -> Grant:
 
 
 def test_revoking_a_grant_writes_it_audits_it_and_publishes_terminate_to_its_group(
-        grant: Grant, make_approver: Any, in_memory_layer: Any) -> None:
+    grant: Grant, make_approver: Any, in_memory_layer: Any
+) -> None:
     approver = make_approver("olga")
     channel = subscribe(in_memory_layer, f"airlock.grant.{grant.code}")
 
@@ -69,7 +74,10 @@ def test_revoking_a_grant_writes_it_audits_it_and_publishes_terminate_to_its_gro
     assert event.actor == "olga" and event.target == f"grant:{grant.code}"
     assert event.source_ip == "10.0.0.9"
     assert receive(in_memory_layer, channel) == {
-        "type": "session.terminate", "reason": "work order cancelled", "by": "olga"}
+        "type": "session.terminate",
+        "reason": "work order cancelled",
+        "by": "olga",
+    }
 
 
 def test_a_revoked_grant_no_longer_authorizes(grant: Grant, in_memory_layer: Any) -> None:
@@ -80,7 +88,8 @@ def test_a_revoked_grant_no_longer_authorizes(grant: Grant, in_memory_layer: Any
 
 
 def test_revoking_twice_changes_and_audits_once_but_publishes_again(
-        grant: Grant, in_memory_layer: Any) -> None:
+    grant: Grant, in_memory_layer: Any
+) -> None:
     first = revoke(grant, reason="first", by="system")
     channel = subscribe(in_memory_layer, f"airlock.grant.{grant.code}")
     second = revoke(grant, reason="second", by="system")
@@ -93,7 +102,8 @@ def test_revoking_twice_changes_and_audits_once_but_publishes_again(
 
 
 def test_locking_a_user_creates_an_expiring_lock_and_publishes_to_the_user_group(
-        grant: Grant, in_memory_layer: Any) -> None:
+    grant: Grant, in_memory_layer: Any
+) -> None:
     user = grant.user
     channel = subscribe(in_memory_layer, f"airlock.user.{user.code}")
     until = timezone.now() + timedelta(hours=1)
@@ -110,8 +120,9 @@ def test_locking_a_user_creates_an_expiring_lock_and_publishes_to_the_user_group
 
 
 @pytest.mark.parametrize("what", ["vendor", "device", "grant"])
-def test_each_lock_target_publishes_to_its_own_group(what: str, grant: Grant,
-                                                      in_memory_layer: Any) -> None:
+def test_each_lock_target_publishes_to_its_own_group(
+    what: str, grant: Grant, in_memory_layer: Any
+) -> None:
     target = {"vendor": grant.user.vendor, "device": grant.device, "grant": grant}[what]
     channel = subscribe(in_memory_layer, f"airlock.{what}.{target.code}")
 
@@ -124,7 +135,8 @@ def test_each_lock_target_publishes_to_its_own_group(what: str, grant: Grant,
 
 
 def test_terminating_one_session_publishes_only_to_that_session(
-        grant: Grant, in_memory_layer: Any) -> None:
+    grant: Grant, in_memory_layer: Any
+) -> None:
     session = Session.objects.create(user=grant.user, device=grant.device, grant=grant)
     channel = subscribe(in_memory_layer, f"airlock.session.{session.code}")
 
@@ -132,13 +144,15 @@ def test_terminating_one_session_publishes_only_to_that_session(
 
     assert result.groups == [f"airlock.session.{session.code}"]
     assert receive(in_memory_layer, channel)["by"] == "olga"
-    assert AuditEvent.objects.filter(action="session.terminated",
-                                     target=f"session:{session.code}").exists()
+    assert AuditEvent.objects.filter(
+        action="session.terminated", target=f"session:{session.code}"
+    ).exists()
     assert not Lock.objects.exists()
 
 
 def test_a_lock_that_expires_in_the_past_is_refused_and_nothing_is_written(
-        grant: Grant, in_memory_layer: Any) -> None:
+    grant: Grant, in_memory_layer: Any
+) -> None:
     with pytest.raises(ValueError):
         revoke(grant.user, reason="x", until=timezone.now() - timedelta(minutes=1))
     assert not Lock.objects.exists()
@@ -146,7 +160,8 @@ def test_a_lock_that_expires_in_the_past_is_refused_and_nothing_is_written(
 
 
 def test_revocation_is_written_even_when_the_channel_layer_is_down(
-        grant: Grant, settings: Any) -> None:
+    grant: Grant, settings: Any
+) -> None:
     settings.CHANNEL_LAYERS = pubsub(f"redis://127.0.0.1:{free_port()}/0")
 
     result = revoke(grant, reason="revoked while redis is down", by="system")
@@ -160,8 +175,9 @@ def test_revocation_is_written_even_when_the_channel_layer_is_down(
 @pytest.mark.redis
 def test_revoke_publishes_through_real_redis(grant: Grant, settings: Any) -> None:
     settings.CHANNEL_LAYERS = pubsub(redis_url())
-    from sessions.control import in_thread_loop
     import asyncio
+
+    from sessions.live.control import in_thread_loop
 
     # The subscriber lives in its own loop and thread, as a gateway would.
     loop, thread = in_thread_loop()
@@ -169,14 +185,18 @@ def test_revoke_publishes_through_real_redis(grant: Grant, settings: Any) -> Non
     try:
         channel = asyncio.run_coroutine_threadsafe(layer.new_channel("test."), loop).result(5)
         asyncio.run_coroutine_threadsafe(
-            layer.group_add(f"airlock.device.{grant.device.code}", channel), loop).result(5)
+            layer.group_add(f"airlock.device.{grant.device.code}", channel), loop
+        ).result(5)
         waiting = asyncio.run_coroutine_threadsafe(layer.receive(channel), loop)
 
         result = revoke(grant.device, reason="device under investigation", by="olga")
 
         assert result.published
-        assert waiting.result(10) == {"type": "session.terminate",
-                                      "reason": "device under investigation", "by": "olga"}
+        assert waiting.result(10) == {
+            "type": "session.terminate",
+            "reason": "device under investigation",
+            "by": "olga",
+        }
     finally:
         try:
             asyncio.run_coroutine_threadsafe(layer.flush(), loop).result(5)

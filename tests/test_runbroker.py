@@ -21,7 +21,7 @@ from celery.schedules import crontab
 from django.conf import settings
 from django.core.management import CommandError
 
-from broker.management.commands.runbroker import Job, host_port, load_jobs, schedule_seconds
+from sessions.management.commands.runbroker import Job, host_port, load_jobs, schedule_seconds
 from tests.conftest import free_port
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -31,11 +31,20 @@ BASE_DIR = Path(settings.BASE_DIR)
 def broker_env(tmp_path_factory) -> dict[str, str]:
     """A migrated embedded broker's environment in its own var/ directory."""
     var_dir = tmp_path_factory.mktemp("runbroker-var")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AIRLOCK_") and k not in {"DATABASE_URL", "REDIS_URL"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AIRLOCK_") and k not in {"DATABASE_URL", "REDIS_URL"}
+    }
     env["AIRLOCK_VAR_DIR"] = str(var_dir)
-    done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=BASE_DIR, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return env
 
@@ -44,8 +53,13 @@ class Running:
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.log_path = Path(env["AIRLOCK_VAR_DIR"]) / f"runbroker-{time.monotonic_ns()}.log"
         self.log = self.log_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, "manage.py", "runbroker", *args], cwd=BASE_DIR,
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runbroker", *args],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def output(self) -> str:
         if not self.log.closed:
@@ -140,7 +154,9 @@ def test_runbroker_stops_cleanly_on_ctrl_c(start):
 
 def test_no_gateway_leaves_the_ssh_port_closed(start):
     web, ssh = free_port(), free_port()
-    broker = start("--listen", f"127.0.0.1:{web}", "--gateway-listen", f"127.0.0.1:{ssh}", "--no-gateway")
+    broker = start(
+        "--listen", f"127.0.0.1:{web}", "--gateway-listen", f"127.0.0.1:{ssh}", "--no-gateway"
+    )
     broker.wait_for(f"http://127.0.0.1:{web}/healthz")
     assert not is_listening(ssh)
     assert "SSH gateway" not in broker.output()
@@ -158,12 +174,15 @@ def test_a_busy_port_is_a_clear_error_not_a_traceback(start):
     assert "Traceback" not in broker.output()
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("127.0.0.1:8000", ("127.0.0.1", 8000)),
-    ("[::1]:2222", ("::1", 2222)),
-    (":8000", ("127.0.0.1", 8000)),
-    ("0.0.0.0:0", ("0.0.0.0", 0)),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("127.0.0.1:8000", ("127.0.0.1", 8000)),
+        ("[::1]:2222", ("::1", 2222)),
+        (":8000", ("127.0.0.1", 8000)),
+        ("0.0.0.0:0", ("0.0.0.0", 0)),
+    ],
+)
 def test_listen_addresses_are_parsed(value, expected):
     assert host_port(value) == expected
 
@@ -258,40 +277,81 @@ def test_the_scheduled_tasks_run_in_a_worker_thread_against_the_database():
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.sshd
-def test_a_newcomer_reaches_the_demo_plc_with_their_own_ssh_through_runbroker(start, broker_env, tmp_path):
+def test_a_newcomer_reaches_the_demo_plc_with_their_own_ssh_through_runbroker(
+    start, broker_env, tmp_path
+):
     """What `make run DEMO=1` does (seed_demo, then runbroker with the demo
     device), on free ports, and the ssh command seed_demo prints."""
     seeded = manage(broker_env, "seed_demo", "--json")
     assert seeded.returncode == 0, seeded.stderr
     demo = json.loads(seeded.stdout)  # nothing but JSON on stdout
     web, gateway, plc = free_port(), free_port(), free_port()
-    moved = manage(broker_env, "shell", "-c",
-                   f"from broker.models import Device; "
-                   f"Device.objects.filter(slug='demo-plc').update(ssh_port={plc})")
+    moved = manage(
+        broker_env,
+        "shell",
+        "-c",
+        f"from broker.models import Device; "
+        f"Device.objects.filter(slug='demo-plc').update(ssh_port={plc})",
+    )
     assert moved.returncode == 0, moved.stderr
 
-    broker = start("--listen", f"127.0.0.1:{web}", "--gateway-listen", f"127.0.0.1:{gateway}",
-                   "--demo-device", f"127.0.0.1:{plc}")
+    broker = start(
+        "--listen",
+        f"127.0.0.1:{web}",
+        "--gateway-listen",
+        f"127.0.0.1:{gateway}",
+        "--demo-device",
+        f"127.0.0.1:{plc}",
+    )
     broker.wait_for(f"http://127.0.0.1:{web}/healthz")
     assert "DEMO simulated PLC" in broker.output()
 
     known_hosts = tmp_path / "known_hosts"
     ssh = subprocess.run(
-        ["ssh", "-i", demo["vendor_ssh_key"], "-p", str(gateway), "-o", "BatchMode=yes",
-         "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=accept-new",
-         "-o", f"UserKnownHostsFile={known_hosts}", "-F", "/dev/null",
-         "vendor+demo-plc@127.0.0.1", "status"],
-        capture_output=True, text=True, timeout=60)
+        [
+            "ssh",
+            "-i",
+            demo["vendor_ssh_key"],
+            "-p",
+            str(gateway),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-F",
+            "/dev/null",
+            "vendor+demo-plc@127.0.0.1",
+            "status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ssh.returncode == 0, ssh.stderr + broker.output()
     assert "demo-plc (SIMULATED)  state: RUN" in ssh.stdout
     # The gateway the vendor reached is the one seed_demo told them to trust.
-    listed = subprocess.run(["ssh-keygen", "-l", "-f", str(known_hosts)], capture_output=True,
-                            text=True, check=True, timeout=30).stdout
+    listed = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(known_hosts)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     assert demo["gateway"]["host_key_fingerprint"] in listed
     assert broker.stop() == 0
     assert not is_listening(plc)

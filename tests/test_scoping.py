@@ -23,16 +23,26 @@ def other(plant, make_vendor_user, make_zone, make_device, make_group, make_appr
     device = make_device("pump-1", zone=zone)
     mallory = make_vendor_user("mallory")
     mallory.vendor.eligible_devices.add(device)
-    req = approvals.submit_request(mallory, device, protocols=["ssh"], starts_at=None,
-                                   duration=timedelta(hours=1), reason="WO-9")
+    req = approvals.submit_request(
+        mallory,
+        device,
+        protocols=["ssh"],
+        starts_at=None,
+        duration=timedelta(hours=1),
+        reason="WO-9",
+    )
     grant = make_grant(mallory, device)
     ivan = make_approver("ivan", groups=[util])
-    return type("Other", (), dict(device=device, user=mallory, request=req, grant=grant, approver=ivan))
+    return type(
+        "Other", (), dict(device=device, user=mallory, request=req, grant=grant, approver=ivan)
+    )
 
 
 def reads(o) -> list[str]:
-    return [reverse("request-detail", args=[o.request.code]),
-            reverse("grant-detail", args=[o.grant.code])]
+    return [
+        reverse("request-detail", args=[o.request.code]),
+        reverse("grant-detail", args=[o.grant.code]),
+    ]
 
 
 def acts(o) -> dict[str, str]:
@@ -79,18 +89,24 @@ def test_an_inactive_device_is_not_visible_to_vendors(plant):
     assert Device.objects.visible_to(plant.olga).exists()
 
 
-def test_a_vendor_gets_404_for_another_vendors_request_grant_and_device(plant, other, verified_client):
+def test_a_vendor_gets_404_for_another_vendors_request_grant_and_device(
+    plant, other, verified_client
+):
     client = verified_client(plant.vera)
     for url in reads(other):
         assert client.get(url).status_code == 404, url
     for url, role in acts(other).items():
         # Pages of another role are refused outright (403); the vendor's own
         # pages cannot find the other vendor's object (404).
-        assert client.post(url, {"reason": "x"}).status_code == (404 if role == "vendor" else 403), url
+        assert client.post(url, {"reason": "x"}).status_code == (
+            404 if role == "vendor" else 403
+        ), url
     assert_nothing_changed(other)
 
 
-def test_an_approver_gets_404_for_another_zones_request_grant_and_device(plant, other, verified_client):
+def test_an_approver_gets_404_for_another_zones_request_grant_and_device(
+    plant, other, verified_client
+):
     client = verified_client(plant.olga)
     for url in reads(other):
         assert client.get(url).status_code == 404, url
@@ -115,8 +131,9 @@ def test_asking_for_a_device_of_another_vendor_is_audited(plant, other, verified
 
     client = verified_client(plant.vera)
     assert client.post(reverse("request-new", args=[other.device.code])).status_code == 404
-    assert AuditEvent.objects.filter(action="request.refused", actor="vera",
-                                     target=f"device:{other.device.code}").exists()
+    assert AuditEvent.objects.filter(
+        action="request.refused", actor="vera", target=f"device:{other.device.code}"
+    ).exists()
     assert not AccessRequest.objects.filter(user=plant.vera).exists()
 
 
@@ -127,7 +144,10 @@ def test_probing_another_vendors_codes_is_audited(plant, other, verified_client)
     client.get(reverse("request-detail", args=[other.request.code]))
     client.get(reverse("grant-detail", args=[other.grant.code]))
     probes = AuditEvent.objects.filter(action="access.not_visible", actor="vera")
-    assert {e.target for e in probes} == {f"request:{other.request.code}", f"grant:{other.grant.code}"}
+    assert {e.target for e in probes} == {
+        f"request:{other.request.code}",
+        f"grant:{other.grant.code}",
+    }
 
 
 def test_a_code_that_does_not_exist_is_a_plain_404(plant, verified_client):

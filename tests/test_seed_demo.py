@@ -14,10 +14,17 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from django.core.management import CommandError, call_command
 from django_otp.oath import totp
-from broker.models import TOTPDevice
 
 from broker import audit
-from broker.models import AccessRequest, ApprovalRule, ApproverGroup, Grant, User, Vendor
+from broker.models import (
+    AccessRequest,
+    ApprovalRule,
+    ApproverGroup,
+    Grant,
+    TOTPDevice,
+    User,
+    Vendor,
+)
 from tests.conftest import IN_CI
 
 
@@ -46,9 +53,17 @@ def code_from_secret(secret: str, offset_steps: int = 0) -> str:
 def test_seed_demo_json_lists_every_role_with_credentials(db, demo_var, settings):
     data = seed_json()
     assert data["portal"] == settings.PORTAL_URL
-    assert sorted(a["role"] for a in data["accounts"]) == ["admin", "approver", "approver", "auditor", "vendor"]
+    assert sorted(a["role"] for a in data["accounts"]) == [
+        "admin",
+        "approver",
+        "approver",
+        "auditor",
+        "vendor",
+    ]
     for account in data["accounts"]:
-        assert {"role", "username", "password", "totp_secret", "otpauth_uri", "groups"} <= set(account)
+        assert {"role", "username", "password", "totp_secret", "otpauth_uri", "groups"} <= set(
+            account
+        )
         assert len(account["password"]) >= 12
         assert isinstance(account["groups"], list)
         uri = urlparse(account["otpauth_uri"])
@@ -107,7 +122,9 @@ def test_seed_demo_repairs_a_changed_password_and_totp_device(db, demo_var):
     vendor.refresh_from_db()
     assert vendor.check_password(first["vendor"]["password"])
     assert TOTPDevice.objects.filter(user=vendor).count() == 1
-    assert TOTPDevice.objects.get(user=vendor).verify_token(code_from_secret(first["vendor"]["totp_secret"]))
+    assert TOTPDevice.objects.get(user=vendor).verify_token(
+        code_from_secret(first["vendor"]["totp_secret"])
+    )
 
 
 def test_the_demo_secrets_file_is_readable_by_the_owner_only(db, demo_var):
@@ -122,7 +139,7 @@ def test_the_demo_secrets_file_is_readable_by_the_owner_only(db, demo_var):
 def test_a_fresh_database_with_the_same_var_directory_gets_the_same_secrets(db, demo_var):
     first = seed_json()
     TOTPDevice.objects.all().delete()
-    Grant.objects.all().delete()  # the demo grant (sessions/demo.py) and its request
+    Grant.objects.all().delete()  # the demo grant (sessions/demo/seed.py) and its request
     AccessRequest.objects.all().delete()
     ApprovalRule.objects.all().delete()  # the demo zone's policy names the groups
     ApproverGroup.objects.all().delete()
@@ -152,7 +169,9 @@ def test_a_damaged_secrets_file_is_a_clear_error(db, demo_var):
 def test_creating_the_demo_people_is_audited_without_secrets(db, demo_var):
     data = seed_json()
     events = list(audit.AuditEvent.objects.filter(action="user.created"))
-    assert sorted(e.target for e in events) == sorted(f"user:{a['username']}" for a in data["accounts"])
+    assert sorted(e.target for e in events) == sorted(
+        f"user:{a['username']}" for a in data["accounts"]
+    )
     dumped = json.dumps([e.data for e in events])
     for account in data["accounts"]:
         assert account["password"] not in dumped
@@ -180,15 +199,22 @@ def test_oathtool_computes_a_code_the_demo_device_accepts(db, demo_var):
             pytest.fail("CI=true and oathtool is missing (apt-get install oathtool)")
         pytest.skip("needs oathtool: apt-get install oathtool (`make test` does as root)")
     account = by_username(seed_json())["auditor"]
-    code = subprocess.run(["oathtool", "--totp", "-b", account["totp_secret"]], capture_output=True,
-                          text=True, check=True, timeout=10).stdout.strip()
+    code = subprocess.run(
+        ["oathtool", "--totp", "-b", account["totp_secret"]],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.strip()
     device = TOTPDevice.objects.get(user__username="auditor")
     assert device.verify_token(code)
 
 
 def test_a_newcomer_signs_in_with_the_printed_demo_account(db, demo_var, client):
     vendor = by_username(seed_json())["vendor"]
-    response = client.post("/login/", {"username": vendor["username"], "password": vendor["password"]})
+    response = client.post(
+        "/login/", {"username": vendor["username"], "password": vendor["password"]}
+    )
     assert response.status_code == 302
     response = client.post(response["Location"], {"code": code_from_secret(vendor["totp_secret"])})
     assert response.status_code == 302

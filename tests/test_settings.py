@@ -35,15 +35,24 @@ print(json.dumps({
 
 def clean_env(var_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a fresh shell: no AIRLOCK_*, DATABASE_URL or REDIS_URL."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AIRLOCK_") and k not in {"DATABASE_URL", "REDIS_URL"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AIRLOCK_") and k not in {"DATABASE_URL", "REDIS_URL"}
+    }
     env.update(DJANGO_SETTINGS_MODULE="broker.settings", AIRLOCK_VAR_DIR=str(var_dir), **extra)
     return env
 
 
 def read_settings(var_dir: Path, **extra: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", PRINT_SETTINGS], cwd=BASE_DIR, env=clean_env(var_dir, **extra),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", PRINT_SETTINGS],
+        cwd=BASE_DIR,
+        env=clean_env(var_dir, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -71,8 +80,17 @@ def test_embedded_mode_reuses_its_keys_on_the_next_start(tmp_path):
 
 
 def test_two_processes_starting_at_once_agree_on_one_key(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-c", PRINT_SETTINGS], cwd=BASE_DIR, env=clean_env(tmp_path),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PRINT_SETTINGS],
+            cwd=BASE_DIR,
+            env=clean_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)
@@ -96,10 +114,13 @@ def test_secrets_are_read_from_the_files_their_FILE_variables_name(tmp_path):
     (tmp_path / "sk").write_text("k" * 20 + "from-a-file-" + "x" * 30 + "\n")
     (tmp_path / "vk").write_text("A" * 43 + "=\n")
     (tmp_path / "smtp").write_text("smtp-pass-from-file\n")
-    got = read_settings(var_dir, AIRLOCK_SECRET_KEY_FILE=str(tmp_path / "sk"),
-                        AIRLOCK_VAULT_KEY_FILE=str(tmp_path / "vk"),
-                        AIRLOCK_EMAIL_HOST="mail.example.test",
-                        AIRLOCK_EMAIL_PASSWORD_FILE=str(tmp_path / "smtp"))
+    got = read_settings(
+        var_dir,
+        AIRLOCK_SECRET_KEY_FILE=str(tmp_path / "sk"),
+        AIRLOCK_VAULT_KEY_FILE=str(tmp_path / "vk"),
+        AIRLOCK_EMAIL_HOST="mail.example.test",
+        AIRLOCK_EMAIL_PASSWORD_FILE=str(tmp_path / "smtp"),
+    )
     assert got["secret_key"] == "k" * 20 + "from-a-file-" + "x" * 30
     assert got["vault_key"] == "A" * 43 + "="
     assert got["email_password"] == "smtp-pass-from-file"
@@ -110,15 +131,23 @@ def test_secrets_are_read_from_the_files_their_FILE_variables_name(tmp_path):
 
 def test_a_secret_in_the_environment_wins_over_its_file(tmp_path):
     (tmp_path / "sk").write_text("from-the-file")
-    got = read_settings(tmp_path / "var", AIRLOCK_SECRET_KEY="from-the-environment",
-                        AIRLOCK_SECRET_KEY_FILE=str(tmp_path / "sk"))
+    got = read_settings(
+        tmp_path / "var",
+        AIRLOCK_SECRET_KEY="from-the-environment",
+        AIRLOCK_SECRET_KEY_FILE=str(tmp_path / "sk"),
+    )
     assert got["secret_key"] == "from-the-environment"
 
 
 def test_an_unreadable_secret_file_stops_the_start_with_a_clear_error(tmp_path):
-    done = subprocess.run([sys.executable, "-c", PRINT_SETTINGS], cwd=BASE_DIR,
-                          env=clean_env(tmp_path, AIRLOCK_SECRET_KEY_FILE=str(tmp_path / "missing")),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", PRINT_SETTINGS],
+        cwd=BASE_DIR,
+        env=clean_env(tmp_path, AIRLOCK_SECRET_KEY_FILE=str(tmp_path / "missing")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "AIRLOCK_SECRET_KEY_FILE names" in done.stderr
     assert "cannot be read" in done.stderr
@@ -127,8 +156,14 @@ def test_an_unreadable_secret_file_stops_the_start_with_a_clear_error(tmp_path):
 
 def test_an_empty_key_file_in_var_is_refused_not_used(tmp_path):
     (tmp_path / "secret_key").write_text("\n")
-    done = subprocess.run([sys.executable, "-c", PRINT_SETTINGS], cwd=BASE_DIR, env=clean_env(tmp_path),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", PRINT_SETTINGS],
+        cwd=BASE_DIR,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     assert "is empty" in done.stderr
 
@@ -144,9 +179,12 @@ def test_the_embedded_default_is_sqlite_in_var_with_in_memory_layer_and_console_
 
 
 def test_database_url_redis_url_and_email_host_select_the_production_engines(tmp_path):
-    got = read_settings(tmp_path, DATABASE_URL="postgres://airlock:pw@db.example.test:5432/airlock",
-                        REDIS_URL="redis://redis.example.test:6379/0",
-                        AIRLOCK_EMAIL_HOST="mail.example.test")
+    got = read_settings(
+        tmp_path,
+        DATABASE_URL="postgres://airlock:pw@db.example.test:5432/airlock",
+        REDIS_URL="redis://redis.example.test:6379/0",
+        AIRLOCK_EMAIL_HOST="mail.example.test",
+    )
     assert got["db_engine"] == "django.db.backends.postgresql"
     assert got["db_name"] == "airlock"
     assert got["channel_layer"].startswith("channels_redis.")
@@ -155,8 +193,10 @@ def test_database_url_redis_url_and_email_host_select_the_production_engines(tmp
     assert got["email_backend"] == "django.core.mail.backends.smtp.EmailBackend"
 
 
-@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("on", True),
-                                             ("0", False), ("no", False), ("", False)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [("1", True), ("true", True), ("on", True), ("0", False), ("no", False), ("", False)],
+)
 def test_debug_is_read_as_a_boolean(tmp_path, value, expected):
     assert read_settings(tmp_path, AIRLOCK_DEBUG=value)["debug"] is expected
 

@@ -10,28 +10,41 @@ from typing import Any
 import pytest
 
 from broker.models import Lock
+from sessions.anomalies.formats import FormatError, parse
 from sessions.models import Session, Signal
-from sessions.signal_formats import FormatError, parse
 from tests.signing import DATA, create_sensor, post_signal
 
 
 def test_zeek_notice_lines_become_one_report_each() -> None:
     reports, skipped = parse((DATA / "zeek_notice.log").read_bytes())
     assert skipped == 0
-    assert [r.kind for r in reports] == ["Modbus::Unauthorized_Write", "Scan::Port_Scan",
-                                         "SSH::Password_Guessing", "SSL::Invalid_Server_Cert"]
+    assert [r.kind for r in reports] == [
+        "Modbus::Unauthorized_Write",
+        "Scan::Port_Scan",
+        "SSH::Password_Guessing",
+        "SSL::Invalid_Server_Cert",
+    ]
     write = reports[0]
     assert write.format == "zeek"
     assert write.severity == "high"
     assert write.devices == ["10.40.1.7", "10.20.0.15"]  # responder first
-    assert "holding registers" in write.detail and "10.20.0.15:51234 → 10.40.1.7:502" in write.detail
+    assert (
+        "holding registers" in write.detail and "10.20.0.15:51234 → 10.40.1.7:502" in write.detail
+    )
     assert reports[1].severity == "medium"  # scans are lowered
     assert reports[3].severity == "low"
 
 
 def test_a_zeek_notice_may_carry_its_own_airlock_severity() -> None:
-    line = json.dumps({"ts": 1.0, "note": "Site::Custom", "msg": "m", "src": "10.0.0.1",
-                       "airlock_severity": "critical"})
+    line = json.dumps(
+        {
+            "ts": 1.0,
+            "note": "Site::Custom",
+            "msg": "m",
+            "src": "10.0.0.1",
+            "airlock_severity": "critical",
+        }
+    )
     assert parse(line.encode())[0][0].severity == "critical"
 
 
@@ -54,19 +67,22 @@ def test_the_generic_form_is_validated() -> None:
     assert report.devices == ["10.40.1.7"]
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"", "empty"),
-    (b"[1, 2]", "JSON object"),
-    (b'{"device": "plc-7", "severity": "urgent", "kind": "k"}', "severity"),
-    (b'{"device": "plc-7", "severity": "low"}', "\"kind\" is required"),
-    (b'{"device": 7, "severity": "low", "kind": "k"}', "must be a string"),
-    (b'{"device": "plc-7", "severity": "low", "kind": "k", "session": "nope"}', "UUID"),
-    (b'{"hello": "world"}', "not a generic signal"),
-    (b'{"note": "X::Y", "msg": "no addresses"}', "names no address"),
-    (b'{"event_type": "alert", "src_ip": "10.0.0.1"}', "\"alert\" object"),
-    (b'{"ts": 1}\nnot json\n', "line 2"),
-    (b"\xff\xfe", "UTF-8"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"", "empty"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"device": "plc-7", "severity": "urgent", "kind": "k"}', "severity"),
+        (b'{"device": "plc-7", "severity": "low"}', '"kind" is required'),
+        (b'{"device": 7, "severity": "low", "kind": "k"}', "must be a string"),
+        (b'{"device": "plc-7", "severity": "low", "kind": "k", "session": "nope"}', "UUID"),
+        (b'{"hello": "world"}', "not a generic signal"),
+        (b'{"note": "X::Y", "msg": "no addresses"}', "names no address"),
+        (b'{"event_type": "alert", "src_ip": "10.0.0.1"}', '"alert" object'),
+        (b'{"ts": 1}\nnot json\n', "line 2"),
+        (b"\xff\xfe", "UTF-8"),
+    ],
+)
 def test_malformed_input_gets_a_clear_reason(body: bytes, message: str) -> None:
     with pytest.raises(FormatError) as error:
         parse(body)
@@ -87,9 +103,11 @@ def plant(make_vendor_user: Any, make_device: Any, make_grant: Any) -> dict[str,
 
 
 def test_a_zeek_batch_maps_addresses_to_the_device_and_its_live_session(
-        client: Any, plant: dict[str, Any]) -> None:
-    response = post_signal(client, "zeek-ot-1", plant["secret"],
-                           (DATA / "zeek_notice.log").read_bytes())
+    client: Any, plant: dict[str, Any]
+) -> None:
+    response = post_signal(
+        client, "zeek-ot-1", plant["secret"], (DATA / "zeek_notice.log").read_bytes()
+    )
     assert response.status_code == 202, response.content
     # SSH::Password_Guessing names only 10.20.0.99, which is no device of ours.
     assert response.json()["accepted"] == 3 and response.json()["ignored"] == 1
@@ -101,15 +119,17 @@ def test_a_zeek_batch_maps_addresses_to_the_device_and_its_live_session(
 
 
 def test_a_suricata_file_maps_alerts_to_the_device(client: Any, plant: dict[str, Any]) -> None:
-    response = post_signal(client, "zeek-ot-1", plant["secret"],
-                           (DATA / "suricata_eve.json").read_bytes())
+    response = post_signal(
+        client, "zeek-ot-1", plant["secret"], (DATA / "suricata_eve.json").read_bytes()
+    )
     assert response.status_code == 202
     assert Signal.objects.filter(format="suricata").count() == 2
     assert response.json()["ignored"] == 2
 
 
 def test_an_unknown_device_address_is_a_422_and_nothing_is_revoked(
-        client: Any, plant: dict[str, Any]) -> None:
+    client: Any, plant: dict[str, Any]
+) -> None:
     body = json.dumps({"device": "10.99.99.99", "severity": "critical", "kind": "k"})
     response = post_signal(client, "zeek-ot-1", plant["secret"], body)
     assert response.status_code == 422
@@ -118,27 +138,38 @@ def test_an_unknown_device_address_is_a_422_and_nothing_is_revoked(
 
 
 def test_a_signal_naming_another_vendors_session_is_refused(
-        client: Any, plant: dict[str, Any], make_vendor_user: Any, make_device: Any,
-        make_grant: Any) -> None:
+    client: Any, plant: dict[str, Any], make_vendor_user: Any, make_device: Any, make_grant: Any
+) -> None:
     other_device = make_device("hmi-2", ssh_host="10.40.1.8")
     bob = make_vendor_user("bob")
-    bobs = Session.objects.create(user=bob, device=other_device,
-                                  grant=make_grant(bob, other_device))
-    body = json.dumps({"device": "plc-7", "severity": "critical", "kind": "k",
-                       "session": str(bobs.code)})
+    bobs = Session.objects.create(
+        user=bob, device=other_device, grant=make_grant(bob, other_device)
+    )
+    body = json.dumps(
+        {"device": "plc-7", "severity": "critical", "kind": "k", "session": str(bobs.code)}
+    )
     response = post_signal(client, "zeek-ot-1", plant["secret"], body)
     assert response.status_code == 422
     assert not Signal.objects.exists() and not Lock.objects.exists()
-    body = json.dumps({"device": "plc-7", "severity": "critical", "kind": "k",
-                       "session": str(plant["session"].code), "user": "bob"})
+    body = json.dumps(
+        {
+            "device": "plc-7",
+            "severity": "critical",
+            "kind": "k",
+            "session": str(plant["session"].code),
+            "user": "bob",
+        }
+    )
     assert post_signal(client, "zeek-ot-1", plant["secret"], body).status_code == 422
 
 
 def test_a_generic_signal_for_one_user_touches_only_that_users_sessions(
-        client: Any, plant: dict[str, Any], make_vendor_user: Any, make_grant: Any) -> None:
+    client: Any, plant: dict[str, Any], make_vendor_user: Any, make_grant: Any
+) -> None:
     carol = make_vendor_user("carol")
-    Session.objects.create(user=carol, device=plant["device"],
-                           grant=make_grant(carol, plant["device"]))
+    Session.objects.create(
+        user=carol, device=plant["device"], grant=make_grant(carol, plant["device"])
+    )
     body = json.dumps({"device": "plc-7", "severity": "low", "kind": "k", "user": "alice"})
     assert post_signal(client, "zeek-ot-1", plant["secret"], body).status_code == 202
     assert list(Signal.objects.get().sessions.all()) == [plant["session"]]

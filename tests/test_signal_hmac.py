@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from broker.models import AuditEvent, Lock
+from sessions.anomalies.intake import signature
 from sessions.models import Sensor, Signal
-from sessions.signals_intake import signature
 from tests.signing import create_sensor, post_signal
 
 BODY = json.dumps({"device": "plc-7", "severity": "high", "kind": "test", "detail": "x"})
@@ -41,7 +41,9 @@ def test_the_signature_is_hmac_sha256_over_timestamp_id_and_body() -> None:
     assert signature("s3cret", "1700000000", "abc", b"{}") == f"sha256={expected}"
 
 
-def test_a_forged_signature_is_refused_audited_and_changes_nothing(client: Any, sensor: Any) -> None:
+def test_a_forged_signature_is_refused_audited_and_changes_nothing(
+    client: Any, sensor: Any
+) -> None:
     response = post_signal(client, "ot-monitor", "not-the-secret", BODY)
     assert response.status_code == 401
     assert not Signal.objects.exists() and not Lock.objects.exists()
@@ -51,11 +53,16 @@ def test_a_forged_signature_is_refused_audited_and_changes_nothing(client: Any, 
 
 def test_a_body_changed_after_signing_is_refused(client: Any, sensor: Any) -> None:
     ts, nonce = str(int(time.time())), uuid.uuid4().hex
-    headers = {"X-Airlock-Sensor": "ot-monitor", "X-Airlock-Timestamp": ts, "X-Airlock-Id": nonce,
-               "X-Airlock-Signature": signature(sensor[1], ts, nonce, BODY.encode())}
+    headers = {
+        "X-Airlock-Sensor": "ot-monitor",
+        "X-Airlock-Timestamp": ts,
+        "X-Airlock-Id": nonce,
+        "X-Airlock-Signature": signature(sensor[1], ts, nonce, BODY.encode()),
+    }
     tampered = BODY.replace("high", "low")
-    response = client.post("/api/signals/", data=tampered, content_type="application/json",
-                           headers=headers)
+    response = client.post(
+        "/api/signals/", data=tampered, content_type="application/json", headers=headers
+    )
     assert response.status_code == 401
     assert not Signal.objects.exists()
 
@@ -80,8 +87,9 @@ def test_a_disabled_sensor_is_refused(client: Any, sensor: Any) -> None:
 
 @pytest.mark.parametrize("offset", [-310, 310, -3600, 86400])
 def test_a_stale_or_future_timestamp_is_refused(client: Any, sensor: Any, offset: int) -> None:
-    response = post_signal(client, "ot-monitor", sensor[1], BODY,
-                           timestamp=int(time.time()) + offset)
+    response = post_signal(
+        client, "ot-monitor", sensor[1], BODY, timestamp=int(time.time()) + offset
+    )
     assert response.status_code == 401
     assert "window" in response.json()["error"]
     assert AuditEvent.objects.get(action="signal.rejected").data["why"] == "stale_timestamp"
@@ -92,8 +100,9 @@ def test_a_timestamp_within_five_minutes_is_accepted(client: Any, sensor: Any) -
     assert response.status_code == 202
 
 
-@pytest.mark.parametrize("missing", ["X-Airlock-Sensor", "X-Airlock-Timestamp", "X-Airlock-Id",
-                                     "X-Airlock-Signature"])
+@pytest.mark.parametrize(
+    "missing", ["X-Airlock-Sensor", "X-Airlock-Timestamp", "X-Airlock-Id", "X-Airlock-Signature"]
+)
 def test_a_request_missing_a_header_is_refused(client: Any, sensor: Any, missing: str) -> None:
     response = post_signal(client, "ot-monitor", sensor[1], BODY, headers={missing: ""})
     assert response.status_code == 401
@@ -101,15 +110,24 @@ def test_a_request_missing_a_header_is_refused(client: Any, sensor: Any, missing
 
 
 def test_a_malformed_id_or_timestamp_is_refused(client: Any, sensor: Any) -> None:
-    assert post_signal(client, "ot-monitor", sensor[1], BODY,
-                       nonce="has spaces/and slashes").status_code == 401
-    assert post_signal(client, "ot-monitor", sensor[1], BODY,
-                       headers={"X-Airlock-Timestamp": "12.5"}).status_code == 401
+    assert (
+        post_signal(
+            client, "ot-monitor", sensor[1], BODY, nonce="has spaces/and slashes"
+        ).status_code
+        == 401
+    )
+    assert (
+        post_signal(
+            client, "ot-monitor", sensor[1], BODY, headers={"X-Airlock-Timestamp": "12.5"}
+        ).status_code
+        == 401
+    )
 
 
 def test_a_one_mebibyte_body_is_refused_without_being_stored(client: Any, sensor: Any) -> None:
-    body = json.dumps({"device": "plc-7", "severity": "low", "kind": "big",
-                       "detail": "x" * (1024 * 1024)})
+    body = json.dumps(
+        {"device": "plc-7", "severity": "low", "kind": "big", "detail": "x" * (1024 * 1024)}
+    )
     response = post_signal(client, "ot-monitor", sensor[1], body)
     assert response.status_code == 413
     assert not Signal.objects.exists()
@@ -137,8 +155,9 @@ def test_the_sensor_secret_is_encrypted_at_rest(sensor: Any) -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT ciphertext FROM access_sessions_sensor WHERE id = %s",
-                       [sensor[0].pk])
+        cursor.execute(
+            "SELECT ciphertext FROM access_sessions_sensor WHERE id = %s", [sensor[0].pk]
+        )
         raw = bytes(cursor.fetchone()[0])
     assert sensor[1].encode() not in raw
     assert Sensor.objects.get(pk=sensor[0].pk).secret() == sensor[1]

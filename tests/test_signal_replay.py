@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from broker.models import AuditEvent
-from sessions import sweep
+from sessions.live import sweep
 from sessions.models import Signal, SignalReceipt
 from tests.signing import create_sensor, post_signal
 
@@ -33,15 +33,20 @@ def test_the_same_request_sent_twice_is_accepted_once(client: Any, secret: str) 
     assert again.status_code == 401
     assert "already used" in again.json()["error"]
     assert Signal.objects.count() == 1
-    assert AuditEvent.objects.get(action="signal.rejected").data == {"why": "replayed_id",
-                                                                     "id": "evt-0001"}
+    assert AuditEvent.objects.get(action="signal.rejected").data == {
+        "why": "replayed_id",
+        "id": "evt-0001",
+    }
 
 
-def test_a_reused_id_with_a_new_timestamp_and_body_is_still_a_replay(client: Any, secret: str) -> None:
+def test_a_reused_id_with_a_new_timestamp_and_body_is_still_a_replay(
+    client: Any, secret: str
+) -> None:
     post_signal(client, "ot-monitor", secret, BODY, nonce="evt-0002")
     other = json.dumps({"device": "plc-7", "severity": "critical", "kind": "other"})
-    response = post_signal(client, "ot-monitor", secret, other, timestamp=int(time.time()) + 5,
-                           nonce="evt-0002")
+    response = post_signal(
+        client, "ot-monitor", secret, other, timestamp=int(time.time()) + 5, nonce="evt-0002"
+    )
     assert response.status_code == 401
     assert Signal.objects.count() == 1
 
@@ -61,7 +66,8 @@ def test_the_sweep_prunes_ids_older_than_the_window_only(client: Any, secret: st
     post_signal(client, "ot-monitor", secret, BODY, nonce="old")
     post_signal(client, "ot-monitor", secret, BODY, nonce="new")
     SignalReceipt.objects.filter(nonce="old").update(
-        received_at=timezone.now() - timedelta(minutes=11))
+        received_at=timezone.now() - timedelta(minutes=11)
+    )
 
     sweep.run(timezone.now())
 

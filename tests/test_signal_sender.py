@@ -30,16 +30,24 @@ def portal(live_server: Any, make_device: Any, monkeypatch: Any, settings: Any) 
 
 
 def test_sendsignal_posts_a_signed_generic_signal(portal: Any, capsys: Any) -> None:
-    call_command("sendsignal", url=portal.url, sensor="zeek-ot-1", device="plc-7",
-                 severity="medium", kind="manual-test", detail="from the command")
+    call_command(
+        "sendsignal",
+        url=portal.url,
+        sensor="zeek-ot-1",
+        device="plc-7",
+        severity="medium",
+        kind="manual-test",
+        detail="from the command",
+    )
     assert "202" in capsys.readouterr().out
     signal = Signal.objects.get()
     assert (signal.kind, signal.severity, signal.device.slug) == ("manual-test", "medium", "plc-7")
 
 
 def test_sendsignal_posts_a_zeek_log_as_it_is(portal: Any) -> None:
-    call_command("sendsignal", url=portal.url, sensor="zeek-ot-1",
-                 body=str(DATA / "zeek_notice.log"))
+    call_command(
+        "sendsignal", url=portal.url, sensor="zeek-ot-1", body=str(DATA / "zeek_notice.log")
+    )
     assert Signal.objects.filter(format="zeek").count() == 3
 
 
@@ -57,14 +65,30 @@ def test_sendsignal_needs_a_secret(portal: Any, monkeypatch: Any) -> None:
 
 
 @pytest.mark.parametrize("log, expected", [("zeek_notice.log", 3), ("suricata_eve.json", 2)])
-def test_the_contrib_forwarder_sends_a_log_file(portal: Any, tmp_path: Path, log: str,
-                                                expected: int) -> None:
+def test_the_contrib_forwarder_sends_a_log_file(
+    portal: Any, tmp_path: Path, log: str, expected: int
+) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(os.environ["AIRLOCK_SENSOR_SECRET"] + "\n")
     result = subprocess.run(
-        [sys.executable, str(FORWARDER), "--url", portal.url, "--sensor", "zeek-ot-1",
-         "--secret-file", str(secret_file), "--follow", str(DATA / log), "--once"],
-        capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"]})
+        [
+            sys.executable,
+            str(FORWARDER),
+            "--url",
+            portal.url,
+            "--sensor",
+            "zeek-ot-1",
+            "--secret-file",
+            str(secret_file),
+            "--follow",
+            str(DATA / log),
+            "--once",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"]},
+    )
     assert result.returncode == 0, result.stderr
     assert Signal.objects.count() == expected
 
@@ -89,11 +113,14 @@ def test_the_readme_curl_and_openssl_example_is_accepted(portal: Any) -> None:
     if not (shutil.which("curl") and shutil.which("openssl")):
         pytest.skip("needs curl and openssl (Debian packages curl, openssl)")
     readme = (Path(settings.BASE_DIR) / "README.md").read_text()
-    script = next(block for block in re.findall(r"```sh\n(.*?)```", readme, re.S)
-                  if "openssl dgst" in block)
-    script = (script.replace("https://airlock.plant.example", portal.url)
-              .replace("X-Airlock-Sensor: ot-monitor", "X-Airlock-Sensor: zeek-ot-1")
-              .replace("SECRET=...", 'SECRET="$AIRLOCK_SENSOR_SECRET"'))
+    script = next(
+        block for block in re.findall(r"```sh\n(.*?)```", readme, re.S) if "openssl dgst" in block
+    )
+    script = (
+        script.replace("https://airlock.plant.example", portal.url)
+        .replace("X-Airlock-Sensor: ot-monitor", "X-Airlock-Sensor: zeek-ot-1")
+        .replace("SECRET=...", 'SECRET="$AIRLOCK_SENSOR_SECRET"')
+    )
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert '"accepted": 1' in result.stdout, result.stdout + result.stderr
     assert Signal.objects.get().kind == "program-download"

@@ -26,13 +26,16 @@ def public_line(alg: str, **kw) -> str:
     return key.export_public_key().decode().strip()
 
 
-@pytest.mark.parametrize("alg,kw,bits", [
-    ("ssh-ed25519", {}, 256),
-    ("ecdsa-sha2-nistp256", {}, 256),
-    ("ecdsa-sha2-nistp384", {}, 384),
-    ("ssh-rsa", {"key_size": 2048}, 2048),
-    ("ssh-rsa", {"key_size": 3072}, 3072),
-])
+@pytest.mark.parametrize(
+    "alg,kw,bits",
+    [
+        ("ssh-ed25519", {}, 256),
+        ("ecdsa-sha2-nistp256", {}, 256),
+        ("ecdsa-sha2-nistp384", {}, 384),
+        ("ssh-rsa", {"key_size": 2048}, 2048),
+        ("ssh-rsa", {"key_size": 3072}, 3072),
+    ],
+)
 def test_modern_keys_are_accepted_with_their_sha256_fingerprint(alg, kw, bits):
     line = public_line(alg, **kw)
     parsed = sshkeys.parse(line)
@@ -54,10 +57,17 @@ def test_short_rsa_keys_are_refused():
         sshkeys.parse(public_line("ssh-rsa", key_size=1024))
 
 
-@pytest.mark.parametrize("text", [
-    "", "   ", "hello", "ssh-ed25519 notbase64!!", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA==",
-    "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "hello",
+        "ssh-ed25519 notbase64!!",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA==",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----",
+    ],
+)
 def test_malformed_keys_are_refused_with_a_sentence(text):
     with pytest.raises(sshkeys.KeyRejected) as exc:
         sshkeys.parse(text)

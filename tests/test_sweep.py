@@ -12,15 +12,16 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from broker.models import AuditEvent, Grant, Lock
-from sessions import control, sweep
+from sessions.live import control, sweep
 from sessions.models import Session
 from sessions.tasks import sweep_sessions
 from tests.livecontrol import Harness
 
 
 @pytest.fixture
-def world(make_vendor_user: Any, make_device: Any, make_grant: Any, settings: Any,
-          transactional_db: Any) -> dict[str, Any]:
+def world(
+    make_vendor_user: Any, make_device: Any, make_grant: Any, settings: Any, transactional_db: Any
+) -> dict[str, Any]:
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     device = make_device("plc-7")
     alice = make_vendor_user("alice")
@@ -35,12 +36,14 @@ def test_the_sweep_is_scheduled_every_30_seconds() -> None:
 
 
 def test_a_session_whose_revocation_was_never_pushed_is_ended_by_the_sweep(
-        world: dict[str, Any]) -> None:
+    world: dict[str, Any],
+) -> None:
     with Harness() as h:
         live = h.open(world["alice"], world["device"], world["grant"], install=False)
         # Revoked behind revoke()'s back: no terminate was published.
         Grant.objects.filter(pk=world["grant"].pk).update(
-            revoked_at=timezone.now(), revoke_reason="contract dispute")
+            revoked_at=timezone.now(), revoke_reason="contract dispute"
+        )
 
         result = sweep.run(timezone.now())
 
@@ -65,18 +68,24 @@ def test_a_session_authorize_still_allows_is_left_alone(world: dict[str, Any]) -
 
 
 def test_rows_nobody_heartbeats_are_closed_and_heartbeating_ones_are_not(
-        world: dict[str, Any], settings: Any) -> None:
+    world: dict[str, Any], settings: Any
+) -> None:
     settings.AIRLOCK_GATEWAY_DEAD_SECONDS = 5
     with Harness(heartbeat_seconds=0.2) as h:
         held = h.open(world["alice"], world["device"], world["grant"], install=False)
         # A row left behind by a gateway that was killed: nobody beat for it
         # for longer than the dead-after; the harness beats for the held one.
-        orphan = Session.objects.create(user=world["alice"], device=world["device"],
-                                        grant=world["grant"], gateway_id="gw-killed",
-                                        last_seen_at=timezone.now() - timedelta(seconds=60))
+        orphan = Session.objects.create(
+            user=world["alice"],
+            device=world["device"],
+            grant=world["grant"],
+            gateway_id="gw-killed",
+            last_seen_at=timezone.now() - timedelta(seconds=60),
+        )
         start = Session.objects.get(code=held.code).last_seen_at
-        assert h.settle(lambda: Session.objects.get(code=held.code).last_seen_at != start), \
+        assert h.settle(lambda: Session.objects.get(code=held.code).last_seen_at != start), (
             "the harness never beat for the held session"
+        )
 
         result = sweep.run(timezone.now())
 
@@ -96,9 +105,12 @@ def test_a_heartbeat_records_the_gateway_and_byte_counts(world: dict[str, Any]) 
     assert row.last_seen_at is not None
 
 
-def test_one_heartbeat_updates_many_sessions_and_leaves_ended_ones_alone(world: dict[str, Any]) -> None:
+def test_one_heartbeat_updates_many_sessions_and_leaves_ended_ones_alone(
+    world: dict[str, Any],
+) -> None:
     make = lambda **kw: Session.objects.create(  # noqa: E731
-        user=world["alice"], device=world["device"], grant=world["grant"], **kw)
+        user=world["alice"], device=world["device"], grant=world["grant"], **kw
+    )
     counted, uncounted, ended = make(), make(bytes_in=7, bytes_out=9), make(ended_at=timezone.now())
     control.beat("gw-2", [(counted.pk, 10, 20), (uncounted.pk, None, None), (ended.pk, 99, 99)])
     for row in (counted, uncounted, ended):
@@ -109,14 +121,19 @@ def test_one_heartbeat_updates_many_sessions_and_leaves_ended_ones_alone(world: 
 
 
 def test_the_sweep_is_idempotent_and_the_task_reports_counts(world: dict[str, Any]) -> None:
-    Session.objects.create(user=world["alice"], device=world["device"], grant=world["grant"],
-                           last_seen_at=timezone.now() - timedelta(minutes=5))
+    Session.objects.create(
+        user=world["alice"],
+        device=world["device"],
+        grant=world["grant"],
+        last_seen_at=timezone.now() - timedelta(minutes=5),
+    )
     assert sweep_sessions() == {"terminated": 0, "closed_stale": 1, "receipts_pruned": 0}
     assert sweep_sessions() == {"terminated": 0, "closed_stale": 0, "receipts_pruned": 0}
 
 
 def test_a_silent_gateway_is_marked_stopped_and_revives_with_its_next_heartbeat(
-        world: dict[str, Any]) -> None:
+    world: dict[str, Any],
+) -> None:
     from sessions.models import Gateway
 
     Gateway.objects.create(name="gw-silent", seen_at=timezone.now() - timedelta(minutes=5))

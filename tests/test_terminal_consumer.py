@@ -20,9 +20,9 @@ from django_otp import devices_for_user
 
 from broker.asgi import application
 from broker.models import AuditEvent
-from sessions import terminal
+from sessions.doors.web import terminal
+from sessions.live.revocation import revoke
 from sessions.models import Command, Session
-from sessions.revocation import revoke
 from tests.browser_session import session_cookie
 from tests.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
 
@@ -36,21 +36,27 @@ HOST = b"127.0.0.1:8000"
 def browser_vendor(device_sshd, make_vendor_user, make_device, make_grant):
     def make(**grant_kw: Any) -> Any:
         user = make_vendor_user()
-        device = make_device(zone=grant_kw.pop("zone", None)) if "zone" in grant_kw else make_device()
+        device = (
+            make_device(zone=grant_kw.pop("zone", None)) if "zone" in grant_kw else make_device()
+        )
         pin_device(device, device_sshd)
         grant = make_grant(user, device, **grant_kw)
         return user, device, grant
+
     return make
 
 
-def communicator(grant: Any, cookie: str | None, *, origin: bytes = ORIGIN,
-                 query: str = "cols=100&rows=30") -> WebsocketCommunicator:
+def communicator(
+    grant: Any, cookie: str | None, *, origin: bytes = ORIGIN, query: str = "cols=100&rows=30"
+) -> WebsocketCommunicator:
     headers = [(b"host", HOST)]
     if origin:
         headers.append((b"origin", origin))
     if cookie:
         headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
-    return WebsocketCommunicator(application, f"/ws/terminal/{grant.code}/?{query}", headers=headers)
+    return WebsocketCommunicator(
+        application, f"/ws/terminal/{grant.code}/?{query}", headers=headers
+    )
 
 
 async def read_until(comm: WebsocketCommunicator, predicate: Any, timeout: float = 20) -> list:
@@ -66,12 +72,15 @@ async def read_until(comm: WebsocketCommunicator, predicate: Any, timeout: float
 
 
 def text_of(frames: list) -> str:
-    return b"".join(f.get("bytes") or b"" for f in frames if f["type"] == "websocket.send"
-                    ).decode(errors="replace")
+    return b"".join(f.get("bytes") or b"" for f in frames if f["type"] == "websocket.send").decode(
+        errors="replace"
+    )
 
 
 def messages(frames: list) -> list[dict]:
-    return [json.loads(f["text"]) for f in frames if f["type"] == "websocket.send" and f.get("text")]
+    return [
+        json.loads(f["text"]) for f in frames if f["type"] == "websocket.send" and f.get("text")
+    ]
 
 
 def closed(frames: list) -> bool:
@@ -89,21 +98,23 @@ def run(coro: Any) -> Any:
         finally:
             # Let sessions that are ending write their rows before the loop
             # goes, and close any a failed scenario left open.
-            from sessions.core import LiveSession
+            from sessions.live.core import LiveSession
 
             for live in list(LiveSession.registry.values()):
                 if not live.ended:
                     await live.close("test over")
                 await asyncio.wait_for(live.wait_closed(), 20)
             await terminal.stop_web_control()
+
     return asyncio.run(go())
 
 
 async def open_terminal(comm: WebsocketCommunicator) -> list:
     connected, _ = await comm.connect(timeout=20)
     assert connected
-    return await read_until(comm, lambda fs: any(m.get("state") == "connected"
-                                                for m in messages(fs)) or closed(fs))
+    return await read_until(
+        comm, lambda fs: any(m.get("state") == "connected" for m in messages(fs)) or closed(fs)
+    )
 
 
 def test_vendor_runs_a_command_and_it_is_recorded_and_indexed(browser_vendor, device_sshd):
@@ -123,12 +134,14 @@ def test_vendor_runs_a_command_and_it_is_recorded_and_indexed(browser_vendor, de
     assert session.client_kind == "browser"
     assert session.ended_at is not None and session.recording_sha256
     assert list(Command.objects.filter(session=session).values_list("text", flat=True)) == [
-        "echo hello-$((40+2))"]
+        "echo hello-$((40+2))"
+    ]
     assert any("Accepted password" in line for line in device_sshd.logins())
 
 
 def test_session_that_passed_only_the_password_is_closed_with_nothing_relayed(
-        browser_vendor, device_sshd):
+    browser_vendor, device_sshd
+):
     user, device, grant = browser_vendor()
     cookie = session_cookie(user, otp=False)
     logins_before = len(device_sshd.logins())
@@ -144,8 +157,7 @@ def test_session_that_passed_only_the_password_is_closed_with_nothing_relayed(
     assert code == terminal.CLOSE_REFUSED
     assert not Session.objects.exists()
     assert len(device_sshd.logins()) == logins_before
-    assert AuditEvent.objects.filter(action="session.denied",
-                                     data__reason="not_verified").exists()
+    assert AuditEvent.objects.filter(action="session.denied", data__reason="not_verified").exists()
 
 
 def test_otp_device_that_was_removed_no_longer_verifies_the_session(browser_vendor):
@@ -164,8 +176,16 @@ def test_otp_device_that_was_removed_no_longer_verifies_the_session(browser_vend
     assert not Session.objects.exists()
 
 
-@pytest.mark.parametrize("origin", [b"http://evil.example", b"null", b"",
-                                    b"http://127.0.0.1:9999", b"javascript://127.0.0.1:8000"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"http://evil.example",
+        b"null",
+        b"",
+        b"http://127.0.0.1:9999",
+        b"javascript://127.0.0.1:8000",
+    ],
+)
 def test_websocket_from_another_origin_is_refused(browser_vendor, origin):
     user, device, grant = browser_vendor()
     cookie = session_cookie(user)
@@ -182,10 +202,12 @@ def test_websocket_from_another_origin_is_refused(browser_vendor, origin):
 
 def test_trusted_origin_from_settings_is_accepted(settings):
     settings.CSRF_TRUSTED_ORIGINS = ["https://airlock.plant.example"]
-    assert terminal.origin_allowed({b"origin": b"https://airlock.plant.example",
-                                    b"host": b"10.0.0.5:8000"})
-    assert not terminal.origin_allowed({b"origin": b"https://other.plant.example",
-                                        b"host": b"10.0.0.5:8000"})
+    assert terminal.origin_allowed(
+        {b"origin": b"https://airlock.plant.example", b"host": b"10.0.0.5:8000"}
+    )
+    assert not terminal.origin_allowed(
+        {b"origin": b"https://other.plant.example", b"host": b"10.0.0.5:8000"}
+    )
 
 
 def test_another_vendors_grant_is_refused_with_a_reason(browser_vendor, make_vendor_user):
@@ -206,8 +228,9 @@ def test_another_vendors_grant_is_refused_with_a_reason(browser_vendor, make_ven
 
 
 def test_denial_from_authorize_reaches_the_vendor(browser_vendor):
-    user, device, grant = browser_vendor(starts_at=timezone.now() - timedelta(hours=2),
-                                         ends_at=timezone.now() - timedelta(hours=1))
+    user, device, grant = browser_vendor(
+        starts_at=timezone.now() - timedelta(hours=2), ends_at=timezone.now() - timedelta(hours=1)
+    )
     cookie = session_cookie(user)
 
     async def scenario() -> list:
@@ -220,15 +243,18 @@ def test_denial_from_authorize_reaches_the_vendor(browser_vendor):
     assert not Session.objects.exists()
 
 
-@pytest.mark.parametrize("message", [
-    '{"type": "resize", "cols": "wide", "rows": 30}',
-    '{"type": "resize", "cols": 0, "rows": 30}',
-    '{"type": "resize", "cols": 100000, "rows": 30}',
-    '{"type": "resize", "cols": true, "rows": 30}',
-    '{"type": "resize"}',
-    "[1, 2, 3]",
-    "not json at all",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"type": "resize", "cols": "wide", "rows": 30}',
+        '{"type": "resize", "cols": 0, "rows": 30}',
+        '{"type": "resize", "cols": 100000, "rows": 30}',
+        '{"type": "resize", "cols": true, "rows": 30}',
+        '{"type": "resize"}',
+        "[1, 2, 3]",
+        "not json at all",
+    ],
+)
 def test_malformed_control_message_ends_the_session_with_a_clear_message(browser_vendor, message):
     user, device, grant = browser_vendor()
     cookie = session_cookie(user)
@@ -261,7 +287,7 @@ def test_valid_resize_reaches_the_device_and_the_recording(browser_vendor):
         return frames
 
     run(scenario())
-    from sessions.review import read_recording
+    from sessions.evidence.review import read_recording
 
     session = Session.objects.get(user=user)
     assert b'"r", "132x43"' in read_recording(session)
@@ -293,8 +319,9 @@ def test_revoking_the_grant_ends_the_terminal_with_the_reason(browser_vendor, ma
 
         comm = communicator(grant, cookie)
         await open_terminal(comm)
-        await database_sync_to_async(revoke)(grant, reason="maintenance window cancelled",
-                                             by=approver)
+        await database_sync_to_async(revoke)(
+            grant, reason="maintenance window cancelled", by=approver
+        )
         return await read_until(comm, closed)
 
     frames = run(scenario())
@@ -330,8 +357,9 @@ def test_zone_with_connection_otp_needs_a_fresh_ticket(browser_vendor, make_zone
         comm = communicator(grant, cookie)
         connected, _ = await comm.connect(timeout=20)
         assert connected
-        frames = await read_until(comm, lambda fs: closed(fs) or any(
-            m.get("state") == "connected" for m in messages(fs)))
+        frames = await read_until(
+            comm, lambda fs: closed(fs) or any(m.get("state") == "connected" for m in messages(fs))
+        )
         await comm.disconnect()
         return frames
 
@@ -368,8 +396,9 @@ def test_exiting_the_shell_ends_the_session_and_says_so(browser_vendor):
 
 
 def test_nothing_typed_before_the_session_opens_reaches_the_device(browser_vendor, device_sshd):
-    user, device, grant = browser_vendor(ends_at=timezone.now() - timedelta(seconds=1),
-                                         starts_at=timezone.now() - timedelta(hours=1))
+    user, device, grant = browser_vendor(
+        ends_at=timezone.now() - timedelta(seconds=1), starts_at=timezone.now() - timedelta(hours=1)
+    )
     cookie = session_cookie(user)
     logins_before = len(device_sshd.logins())
 
@@ -399,13 +428,15 @@ def test_terminal_ends_when_the_portal_sign_in_expires(browser_vendor, settings)
 
     frames = run(scenario())
     assert messages(frames)[-1] == {
-        "type": "ended", "reason": "your portal sign-in expired; sign in again to reconnect"}
+        "type": "ended",
+        "reason": "your portal sign-in expired; sign in again to reconnect",
+    }
 
 
 def test_detectors_watch_the_browser_terminal_too(browser_vendor):
     """Keys at machine speed (a script driving the browser) raise the same
     signal as on the native gateway, and the default response ends it."""
-    from sessions.models_signals import Signal
+    from sessions.anomalies.models import Signal
 
     user, device, grant = browser_vendor()
     cookie = session_cookie(user)

@@ -22,31 +22,52 @@ from tests.conftest import redis_url
 from tests.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
 from tests.test_cross_process_revocation import database_url
 from tests.test_terminal_consumer import (
-    closed, communicator, messages, open_terminal, read_until, run, text_of,
+    closed,
+    communicator,
+    messages,
+    open_terminal,
+    read_until,
+    run,
+    text_of,
 )
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 
 
 def revoke_in_another_process(grant_code: str, reason: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DATABASE_URL=database_url(), REDIS_URL=redis_url(),
-               DJANGO_SETTINGS_MODULE="broker.settings")
-    code = ("from broker.models import Grant\n"
-            "from sessions.revocation import revoke\n"
-            f"result = revoke(Grant.objects.get(code={grant_code!r}), reason={reason!r}, "
-            "by='olga')\n"
-            "print('published' if result.published else 'NOT published', result.errors)\n")
-    return subprocess.run([sys.executable, "manage.py", "shell", "-c", code],
-                          cwd=django_settings.BASE_DIR, env=env, capture_output=True, text=True,
-                          timeout=120)
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url(),
+        REDIS_URL=redis_url(),
+        DJANGO_SETTINGS_MODULE="broker.settings",
+    )
+    code = (
+        "from broker.models import Grant\n"
+        "from sessions.live.revocation import revoke\n"
+        f"result = revoke(Grant.objects.get(code={grant_code!r}), reason={reason!r}, "
+        "by='olga')\n"
+        "print('published' if result.published else 'NOT published', result.errors)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.redis
 def test_revocation_from_another_process_ends_the_browser_terminal(
-        settings: Any, device_sshd, make_vendor_user, make_device, make_grant):
-    settings.CHANNEL_LAYERS = {"default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [redis_url()]}}}
+    settings: Any, device_sshd, make_vendor_user, make_device, make_grant
+):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_url()]},
+        }
+    }
     user = make_vendor_user("vera")
     device = make_device("filler-plc")
     pin_device(device, device_sshd)
@@ -58,8 +79,9 @@ def test_revocation_from_another_process_ends_the_browser_terminal(
         frames = await open_terminal(comm)
         await comm.send_to(bytes_data=b"echo up-$((6*7))\r")
         frames += await read_until(comm, lambda fs: "up-42" in text_of(fs))
-        done = await asyncio.to_thread(revoke_in_another_process, str(grant.code),
-                                       "vendor contract suspended")
+        done = await asyncio.to_thread(
+            revoke_in_another_process, str(grant.code), "vendor contract suspended"
+        )
         frames += await read_until(comm, closed, timeout=30)
         return frames, done
 
@@ -74,7 +96,8 @@ def test_revocation_from_another_process_ends_the_browser_terminal(
 
 
 def test_terminal_sessions_of_the_web_process_are_heartbeaten(
-        settings: Any, device_sshd, make_vendor_user, make_device, make_grant):
+    settings: Any, device_sshd, make_vendor_user, make_device, make_grant
+):
     """The sweep closes rows nobody heartbeats; the web process's control
     channel heartbeats the terminals it holds like a gateway does."""
     settings.AIRLOCK_HEARTBEAT_SECONDS = 0.2
@@ -87,12 +110,12 @@ def test_terminal_sessions_of_the_web_process_are_heartbeaten(
     async def scenario() -> Any:
         comm = communicator(grant, cookie)
         await open_terminal(comm)
-        first = await database_sync_to_async(
-            lambda: Session.objects.get(user=user).last_seen_at)()
+        first = await database_sync_to_async(lambda: Session.objects.get(user=user).last_seen_at)()
         for _ in range(100):
             await asyncio.sleep(0.1)
             seen = await database_sync_to_async(
-                lambda: Session.objects.get(user=user).last_seen_at)()
+                lambda: Session.objects.get(user=user).last_seen_at
+            )()
             if seen > first:
                 break
         await comm.disconnect()

@@ -12,9 +12,8 @@ from axes.models import AccessAttempt
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from broker.models import TOTPDevice
 
-from broker.models import AuditEvent
+from broker.models import AuditEvent, TOTPDevice
 from tests.conftest import TEST_PASSWORD, totp_now
 
 pytestmark = pytest.mark.django_db
@@ -36,7 +35,9 @@ def sign_in(client, user):
     return client.post(reverse("login-otp"), {"code": totp_now(device)})
 
 
-def test_five_wrong_passwords_lock_the_username_even_for_the_right_password(client, make_vendor_user):
+def test_five_wrong_passwords_lock_the_username_even_for_the_right_password(
+    client, make_vendor_user
+):
     make_vendor_user("alice")
     for _ in range(4):
         assert try_password(client, "alice").status_code == 200
@@ -58,7 +59,9 @@ def test_four_wrong_passwords_do_not_lock(client, make_vendor_user):
     assert not AuditEvent.objects.filter(action="login.locked_out").exists()
 
 
-def test_five_failures_from_one_address_lock_the_address_for_every_username(client, make_vendor_user):
+def test_five_failures_from_one_address_lock_the_address_for_every_username(
+    client, make_vendor_user
+):
     make_vendor_user("victim")
     for i in range(5):
         try_password(client, f"guess{i}")
@@ -135,8 +138,9 @@ def test_a_forged_x_forwarded_for_does_not_reset_the_count(client, make_vendor_u
     response = try_password(client, "victim", TEST_PASSWORD, HTTP_X_FORWARDED_FOR="203.0.113.99")
     assert response.status_code == 429
     assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"127.0.0.1"}
-    assert set(AuditEvent.objects.filter(action="login.failed")
-               .values_list("source_ip", flat=True)) == {"127.0.0.1"}
+    assert set(
+        AuditEvent.objects.filter(action="login.failed").values_list("source_ip", flat=True)
+    ) == {"127.0.0.1"}
 
 
 def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(client, make_vendor_user, settings):
@@ -149,8 +153,9 @@ def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(client, make_vend
     # Another client behind the same proxy is not locked out.
     try_password(client, "bob", TEST_PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.20")
     device = TOTPDevice.objects.get(user=user)
-    response = client.post(reverse("login-otp"), {"code": totp_now(device)},
-                           HTTP_X_FORWARDED_FOR="198.51.100.20")
+    response = client.post(
+        reverse("login-otp"), {"code": totp_now(device)}, HTTP_X_FORWARDED_FOR="198.51.100.20"
+    )
     assert response["Location"] == reverse("home")
 
 

@@ -37,7 +37,9 @@ def credential(make_device):
 
 def raw_secret_column(pk: int) -> bytes:
     with connection.cursor() as cur:
-        cur.execute(f"SELECT ciphertext, key_id FROM {Credential._meta.db_table} WHERE id = %s", [pk])
+        cur.execute(
+            f"SELECT ciphertext, key_id FROM {Credential._meta.db_table} WHERE id = %s", [pk]
+        )
         blob, key_id = cur.fetchone()
     return bytes(blob), key_id
 
@@ -76,7 +78,9 @@ def test_repr_and_str_of_a_credential_never_show_the_secret(credential):
     assert SECRET not in str(credential)
 
 
-def test_rotation_reencrypts_under_the_new_key_while_the_old_one_still_decrypts(credential, settings):
+def test_rotation_reencrypts_under_the_new_key_while_the_old_one_still_decrypts(
+    credential, settings
+):
     old_key, old_id = settings.VAULT_KEY, credential.key_id
     settings.VAULT_KEY = new_key()
     settings.VAULT_OLD_KEYS = [old_key]
@@ -101,8 +105,9 @@ def test_without_the_old_key_an_unrotated_secret_cannot_be_opened(credential, se
         vault.open_secret(Credential.objects.get(pk=credential.pk))
 
 
-def test_rotate_with_generate_writes_a_new_key_and_keeps_the_old_one(credential, settings, tmp_path,
-                                                                     monkeypatch):
+def test_rotate_with_generate_writes_a_new_key_and_keeps_the_old_one(
+    credential, settings, tmp_path, monkeypatch
+):
     monkeypatch.delenv("AIRLOCK_VAULT_KEY", raising=False)
     monkeypatch.delenv("AIRLOCK_VAULT_KEY_FILE", raising=False)
     settings.VAR_DIR = tmp_path
@@ -122,8 +127,14 @@ def test_a_malformed_vault_key_is_a_clear_error(settings):
 
 
 def test_a_whole_request_to_approval_flow_logs_no_secret(
-        credential, caplog, make_vendor_user, make_group, make_approver, settings,
-        django_capture_on_commit_callbacks):
+    credential,
+    caplog,
+    make_vendor_user,
+    make_group,
+    make_approver,
+    settings,
+    django_capture_on_commit_callbacks,
+):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     caplog.set_level(logging.DEBUG)
     device = credential.device
@@ -135,8 +146,14 @@ def test_a_whole_request_to_approval_flow_logs_no_secret(
     vendor_user.vendor.eligible_devices.add(device)
     approver = make_approver("olga", groups=[ops])
     with django_capture_on_commit_callbacks(execute=True):
-        req = approvals.submit_request(vendor_user, device, protocols=["ssh"], starts_at=None,
-                                       duration=timedelta(hours=1), reason="WO-1")
+        req = approvals.submit_request(
+            vendor_user,
+            device,
+            protocols=["ssh"],
+            starts_at=None,
+            duration=timedelta(hours=1),
+            reason="WO-1",
+        )
     with django_capture_on_commit_callbacks(execute=True):
         approvals.decide(approver, req, approve=True)
     from broker.access import authorize
@@ -156,14 +173,15 @@ def test_a_whole_request_to_approval_flow_logs_no_secret(
 @pytest.mark.sshd
 @pytest.mark.django_db(transaction=True)
 def test_a_whole_request_to_connect_flow_through_the_gateway_logs_no_secret(
-        plant, device_sshd, gateway, caplog, tmp_path, settings, django_capture_on_commit_callbacks):
+    plant, device_sshd, gateway, caplog, tmp_path, settings, django_capture_on_commit_callbacks
+):
     """Request, two approvals, and a real OpenSSH connection through the
     gateway to a real sshd that takes the vaulted password — with every
     logger (asyncssh included) at DEBUG — and the password appears nowhere."""
     import subprocess
 
     from broker import sshkeys
-    from sessions.gateway import host_key_line
+    from sessions.doors.ssh.gateway import host_key_line
     from tests.sshd import DEVICE_PASSWORD, keygen, pin_device
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
@@ -173,20 +191,46 @@ def test_a_whole_request_to_connect_flow_through_the_gateway_logs_no_secret(
     key, pub = keygen(tmp_path / "vera_ed25519")
     sshkeys.register(plant.vera, pub)
     with django_capture_on_commit_callbacks(execute=True):
-        req = approvals.submit_request(plant.vera, plant.device, protocols=["ssh"], starts_at=None,
-                                       duration=timedelta(hours=1), reason="WO-77")
+        req = approvals.submit_request(
+            plant.vera,
+            plant.device,
+            protocols=["ssh"],
+            starts_at=None,
+            duration=timedelta(hours=1),
+            reason="WO-77",
+        )
     for approver in (plant.olga, plant.sam):
         with django_capture_on_commit_callbacks(execute=True):
             approvals.decide(approver, req, approve=True)
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{gateway.port} {host_key_line()}\n")
     result = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-         "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-         "-p", str(gateway.port), f"vera+{plant.device.slug}@127.0.0.1", "echo connected"],
-        capture_output=True, timeout=60)
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-p",
+            str(gateway.port),
+            f"vera+{plant.device.slug}@127.0.0.1",
+            "echo connected",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     assert result.stdout == b"connected\n", result.stderr.decode()
-    assert any(r.name.startswith("asyncssh") for r in caplog.records), "asyncssh DEBUG was not captured"
+    assert any(r.name.startswith("asyncssh") for r in caplog.records), (
+        "asyncssh DEBUG was not captured"
+    )
     assert DEVICE_PASSWORD not in caplog.text
     assert DEVICE_PASSWORD.encode() not in result.stderr
     for event in AuditEvent.objects.all():

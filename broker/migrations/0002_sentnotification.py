@@ -5,23 +5,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('broker', '0001_initial'),
+        ("broker", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SentNotification',
+            name="SentNotification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(help_text='what the email is about, e.g. request.new:<code>', max_length=200)),
-                ('recipient', models.EmailField(max_length=254)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "key",
+                    models.CharField(
+                        help_text="what the email is about, e.g. request.new:<code>", max_length=200
+                    ),
+                ),
+                ("recipient", models.EmailField(max_length=254)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('key', 'recipient'), name='one_email_per_key_recipient')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("key", "recipient"), name="one_email_per_key_recipient"
+                    )
+                ],
             },
         ),
     ]

@@ -4,20 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('broker', '0002_sentnotification'),
+        ("broker", "0002_sentnotification"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='device',
-            name='rdp_certificate_sha256',
-            field=models.CharField(blank=True, help_text="The device's pinned RDP TLS certificate (SHA-256, colon-separated hex; `manage.py pinrdpcert`). Airlock refuses a device presenting another.", max_length=95),
+            model_name="device",
+            name="rdp_certificate_sha256",
+            field=models.CharField(
+                blank=True,
+                help_text="The device's pinned RDP TLS certificate (SHA-256, colon-separated hex; `manage.py pinrdpcert`). Airlock refuses a device presenting another.",
+                max_length=95,
+            ),
         ),
         migrations.AddField(
-            model_name='device',
-            name='rdp_security',
-            field=models.CharField(choices=[('nla', 'NLA (network level authentication)'), ('tls', 'TLS only (no NLA)')], default='nla', help_text="NLA: the device checks Airlock's credential before any screen is shown. TLS only: for devices without NLA; vendor input stays blocked until the desktop is past its login screen.", max_length=8),
+            model_name="device",
+            name="rdp_security",
+            field=models.CharField(
+                choices=[
+                    ("nla", "NLA (network level authentication)"),
+                    ("tls", "TLS only (no NLA)"),
+                ],
+                default="nla",
+                help_text="NLA: the device checks Airlock's credential before any screen is shown. TLS only: for devices without NLA; vendor input stays blocked until the desktop is past its login screen.",
+                max_length=8,
+            ),
         ),
     ]

@@ -6,35 +6,87 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('broker', '0003_device_rdp_certificate_sha256_device_rdp_security'),
+        ("broker", "0003_device_rdp_certificate_sha256_device_rdp_security"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TOTPDevice',
+            name="TOTPDevice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='The human-readable name of this device.', max_length=64)),
-                ('confirmed', models.BooleanField(default=True, help_text='Is this device ready for use?')),
-                ('throttling_failure_timestamp', models.DateTimeField(blank=True, default=None, help_text='A timestamp of the last failed verification attempt. Null if last attempt succeeded.', null=True)),
-                ('throttling_failure_count', models.PositiveIntegerField(default=0, help_text='Number of successive failed attempts.')),
-                ('created_at', models.DateTimeField(auto_now_add=True, help_text='The date and time when this device was initially created in the system.', null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, help_text='The most recent date and time this device was used.', null=True)),
-                ('key_id', models.CharField(editable=False, max_length=16)),
-                ('sealed_key', models.BinaryField()),
-                ('step', models.PositiveSmallIntegerField(default=30)),
-                ('t0', models.BigIntegerField(default=0)),
-                ('digits', models.PositiveSmallIntegerField(choices=[(6, 6), (8, 8)], default=6)),
-                ('tolerance', models.PositiveSmallIntegerField(default=1)),
-                ('drift', models.SmallIntegerField(default=0)),
-                ('last_t', models.BigIntegerField(default=-1, help_text='The time step of the last accepted code; a code is accepted once.')),
-                ('user', models.ForeignKey(help_text='The user that this device belongs to.', on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="The human-readable name of this device.", max_length=64
+                    ),
+                ),
+                (
+                    "confirmed",
+                    models.BooleanField(default=True, help_text="Is this device ready for use?"),
+                ),
+                (
+                    "throttling_failure_timestamp",
+                    models.DateTimeField(
+                        blank=True,
+                        default=None,
+                        help_text="A timestamp of the last failed verification attempt. Null if last attempt succeeded.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "throttling_failure_count",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Number of successive failed attempts."
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        auto_now_add=True,
+                        help_text="The date and time when this device was initially created in the system.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "last_used_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="The most recent date and time this device was used.",
+                        null=True,
+                    ),
+                ),
+                ("key_id", models.CharField(editable=False, max_length=16)),
+                ("sealed_key", models.BinaryField()),
+                ("step", models.PositiveSmallIntegerField(default=30)),
+                ("t0", models.BigIntegerField(default=0)),
+                ("digits", models.PositiveSmallIntegerField(choices=[(6, 6), (8, 8)], default=6)),
+                ("tolerance", models.PositiveSmallIntegerField(default=1)),
+                ("drift", models.SmallIntegerField(default=0)),
+                (
+                    "last_t",
+                    models.BigIntegerField(
+                        default=-1,
+                        help_text="The time step of the last accepted code; a code is accepted once.",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        help_text="The user that this device belongs to.",
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'TOTP authenticator',
-                'abstract': False,
+                "verbose_name": "TOTP authenticator",
+                "abstract": False,
             },
         ),
     ]

@@ -8,67 +8,164 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('broker', '0001_initial'),
+        ("broker", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Session',
+            name="Session",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('protocol', models.CharField(choices=[('ssh', 'SSH'), ('rdp', 'RDP')], default='ssh', max_length=8)),
-                ('client_kind', models.CharField(choices=[('native', 'Native client'), ('browser', 'Browser')], default='native', max_length=8)),
-                ('source_ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('ended_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('end_reason', models.CharField(blank=True, max_length=300)),
-                ('bytes_in', models.BigIntegerField(default=0, help_text='Bytes from the vendor to the device.')),
-                ('bytes_out', models.BigIntegerField(default=0, help_text='Bytes from the device to the vendor.')),
-                ('recording', models.CharField(blank=True, help_text='Name of the recording in the recordings store.', max_length=300)),
-                ('recording_sha256', models.CharField(blank=True, max_length=64)),
-                ('gateway_id', models.CharField(blank=True, max_length=120)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
-                ('device', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='sessions', to='broker.device')),
-                ('grant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='sessions', to='broker.grant')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='sessions', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                (
+                    "protocol",
+                    models.CharField(
+                        choices=[("ssh", "SSH"), ("rdp", "RDP")], default="ssh", max_length=8
+                    ),
+                ),
+                (
+                    "client_kind",
+                    models.CharField(
+                        choices=[("native", "Native client"), ("browser", "Browser")],
+                        default="native",
+                        max_length=8,
+                    ),
+                ),
+                ("source_ip", models.GenericIPAddressField(blank=True, null=True)),
+                (
+                    "started_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                ("ended_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("end_reason", models.CharField(blank=True, max_length=300)),
+                (
+                    "bytes_in",
+                    models.BigIntegerField(
+                        default=0, help_text="Bytes from the vendor to the device."
+                    ),
+                ),
+                (
+                    "bytes_out",
+                    models.BigIntegerField(
+                        default=0, help_text="Bytes from the device to the vendor."
+                    ),
+                ),
+                (
+                    "recording",
+                    models.CharField(
+                        blank=True,
+                        help_text="Name of the recording in the recordings store.",
+                        max_length=300,
+                    ),
+                ),
+                ("recording_sha256", models.CharField(blank=True, max_length=64)),
+                ("gateway_id", models.CharField(blank=True, max_length=120)),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "device",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="sessions",
+                        to="broker.device",
+                    ),
+                ),
+                (
+                    "grant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="sessions",
+                        to="broker.grant",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="sessions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-started_at'],
+                "ordering": ["-started_at"],
             },
         ),
         migrations.CreateModel(
-            name='FileTransfer',
+            name="FileTransfer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('path', models.CharField(max_length=1024)),
-                ('direction', models.CharField(choices=[('upload', 'Upload (to the device)'), ('download', 'Download (from the device)')], max_length=8)),
-                ('size', models.BigIntegerField(default=0)),
-                ('sha256', models.CharField(blank=True, max_length=64)),
-                ('at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('allowed', models.BooleanField(default=True)),
-                ('session', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='file_transfers', to='access_sessions.session')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("path", models.CharField(max_length=1024)),
+                (
+                    "direction",
+                    models.CharField(
+                        choices=[
+                            ("upload", "Upload (to the device)"),
+                            ("download", "Download (from the device)"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("size", models.BigIntegerField(default=0)),
+                ("sha256", models.CharField(blank=True, max_length=64)),
+                ("at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("allowed", models.BooleanField(default=True)),
+                (
+                    "session",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="file_transfers",
+                        to="access_sessions.session",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['session', 'at', 'id'],
+                "ordering": ["session", "at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Command',
+            name="Command",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('t', models.FloatField(help_text='Seconds from the start of the session.')),
-                ('text', models.TextField()),
-                ('kind', models.CharField(choices=[('exec', 'Exec request'), ('line', 'Typed line')], default='line', max_length=8)),
-                ('session', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='commands', to='access_sessions.session')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("t", models.FloatField(help_text="Seconds from the start of the session.")),
+                ("text", models.TextField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("exec", "Exec request"), ("line", "Typed line")],
+                        default="line",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "session",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="commands",
+                        to="access_sessions.session",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['session', 't', 'id'],
+                "ordering": ["session", "t", "id"],
             },
         ),
     ]

@@ -9,111 +9,284 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('access_sessions', '0001_initial'),
-        ('broker', '0002_sentnotification'),
+        ("access_sessions", "0001_initial"),
+        ("broker", "0002_sentnotification"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Gateway',
+            name="Gateway",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120, unique=True)),
-                ('host', models.CharField(blank=True, max_length=255)),
-                ('pid', models.PositiveIntegerField(default=0)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('seen_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('stopped_at', models.DateTimeField(blank=True, null=True)),
-                ('is_accepting', models.BooleanField(default=True, help_text='False while its control channel is lost (it refuses sessions).')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=120, unique=True)),
+                ("host", models.CharField(blank=True, max_length=255)),
+                ("pid", models.PositiveIntegerField(default=0)),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("seen_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("stopped_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "is_accepting",
+                    models.BooleanField(
+                        default=True,
+                        help_text="False while its control channel is lost (it refuses sessions).",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Sensor',
+            name="Sensor",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('name', models.CharField(max_length=63, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', 'Use letters, digits, dots, hyphens and underscores (at most 63).')])),
-                ('description', models.CharField(blank=True, max_length=200)),
-                ('key_id', models.CharField(editable=False, max_length=16)),
-                ('ciphertext', models.BinaryField()),
-                ('is_active', models.BooleanField(default=True)),
-                ('rate_per_minute', models.PositiveIntegerField(default=120, help_text='Signals per minute this sensor may post (bursts up to this).')),
-                ('tokens', models.FloatField(default=-1.0, editable=False)),
-                ('tokens_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=63,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                                "Use letters, digits, dots, hyphens and underscores (at most 63).",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.CharField(blank=True, max_length=200)),
+                ("key_id", models.CharField(editable=False, max_length=16)),
+                ("ciphertext", models.BinaryField()),
+                ("is_active", models.BooleanField(default=True)),
+                (
+                    "rate_per_minute",
+                    models.PositiveIntegerField(
+                        default=120,
+                        help_text="Signals per minute this sensor may post (bursts up to this).",
+                    ),
+                ),
+                ("tokens", models.FloatField(default=-1.0, editable=False)),
+                ("tokens_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='CommandRule',
+            name="CommandRule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('pattern', models.CharField(max_length=300)),
-                ('severity', models.CharField(choices=[('low', 'Low'), ('medium', 'Medium'), ('high', 'High'), ('critical', 'Critical')], default='high', max_length=8)),
-                ('description', models.CharField(max_length=200)),
-                ('is_active', models.BooleanField(default=True)),
-                ('zone', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='command_rules', to='broker.zone')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("pattern", models.CharField(max_length=300)),
+                (
+                    "severity",
+                    models.CharField(
+                        choices=[
+                            ("low", "Low"),
+                            ("medium", "Medium"),
+                            ("high", "High"),
+                            ("critical", "Critical"),
+                        ],
+                        default="high",
+                        max_length=8,
+                    ),
+                ),
+                ("description", models.CharField(max_length=200)),
+                ("is_active", models.BooleanField(default=True)),
+                (
+                    "zone",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="command_rules",
+                        to="broker.zone",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['zone', 'description'],
+                "ordering": ["zone", "description"],
             },
         ),
         migrations.CreateModel(
-            name='Signal',
+            name="Signal",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('origin', models.CharField(choices=[('sensor', 'Sensor'), ('detector', 'Built-in detector')], max_length=8)),
-                ('format', models.CharField(blank=True, help_text='generic, zeek, suricata', max_length=16)),
-                ('kind', models.CharField(max_length=80)),
-                ('severity', models.CharField(choices=[('low', 'Low'), ('medium', 'Medium'), ('high', 'High'), ('critical', 'Critical')], max_length=8)),
-                ('detail', models.TextField(blank=True)),
-                ('address', models.GenericIPAddressField(blank=True, null=True)),
-                ('actions', models.JSONField(blank=True, default=list, help_text='What the response policy did.')),
-                ('raw', models.JSONField(blank=True, default=dict)),
-                ('device', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='signals', to='broker.device')),
-                ('sensor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='signals', to='access_sessions.sensor')),
-                ('sessions', models.ManyToManyField(blank=True, related_name='signals', to='access_sessions.session')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='signals', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                (
+                    "origin",
+                    models.CharField(
+                        choices=[("sensor", "Sensor"), ("detector", "Built-in detector")],
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "format",
+                    models.CharField(
+                        blank=True, help_text="generic, zeek, suricata", max_length=16
+                    ),
+                ),
+                ("kind", models.CharField(max_length=80)),
+                (
+                    "severity",
+                    models.CharField(
+                        choices=[
+                            ("low", "Low"),
+                            ("medium", "Medium"),
+                            ("high", "High"),
+                            ("critical", "Critical"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("detail", models.TextField(blank=True)),
+                ("address", models.GenericIPAddressField(blank=True, null=True)),
+                (
+                    "actions",
+                    models.JSONField(
+                        blank=True, default=list, help_text="What the response policy did."
+                    ),
+                ),
+                ("raw", models.JSONField(blank=True, default=dict)),
+                (
+                    "device",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="signals",
+                        to="broker.device",
+                    ),
+                ),
+                (
+                    "sensor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="signals",
+                        to="access_sessions.sensor",
+                    ),
+                ),
+                (
+                    "sessions",
+                    models.ManyToManyField(
+                        blank=True, related_name="signals", to="access_sessions.session"
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="signals",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at'],
+                "ordering": ["-at"],
             },
         ),
         migrations.CreateModel(
-            name='ResponseRule',
+            name="ResponseRule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('severity', models.CharField(choices=[('low', 'Low'), ('medium', 'Medium'), ('high', 'High'), ('critical', 'Critical')], max_length=8)),
-                ('actions', models.JSONField(default=list)),
-                ('lock_minutes', models.PositiveIntegerField(default=60, help_text='How long a lock from this rule holds; 0 means until lifted.')),
-                ('zone', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='response_rules', to='broker.zone')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "severity",
+                    models.CharField(
+                        choices=[
+                            ("low", "Low"),
+                            ("medium", "Medium"),
+                            ("high", "High"),
+                            ("critical", "Critical"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("actions", models.JSONField(default=list)),
+                (
+                    "lock_minutes",
+                    models.PositiveIntegerField(
+                        default=60,
+                        help_text="How long a lock from this rule holds; 0 means until lifted.",
+                    ),
+                ),
+                (
+                    "zone",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="response_rules",
+                        to="broker.zone",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['zone', 'severity'],
-                'constraints': [models.UniqueConstraint(fields=('zone', 'severity'), name='one_response_per_severity')],
+                "ordering": ["zone", "severity"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("zone", "severity"), name="one_response_per_severity"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='SignalReceipt',
+            name="SignalReceipt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('nonce', models.CharField(max_length=128)),
-                ('received_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('sensor', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='receipts', to='access_sessions.sensor')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("nonce", models.CharField(max_length=128)),
+                (
+                    "received_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                (
+                    "sensor",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="receipts",
+                        to="access_sessions.sensor",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('sensor', 'nonce'), name='signal_id_used_once')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("sensor", "nonce"), name="signal_id_used_once")
+                ],
             },
         ),
     ]

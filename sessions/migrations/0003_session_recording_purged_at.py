@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('access_sessions', '0002_gateway_sensor_commandrule_signal_responserule_and_more'),
+        ("access_sessions", "0002_gateway_sensor_commandrule_signal_responserule_and_more"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='session',
-            name='recording_purged_at',
-            field=models.DateTimeField(blank=True, help_text='When retention deleted the recording (the hash stays).', null=True),
+            model_name="session",
+            name="recording_purged_at",
+            field=models.DateTimeField(
+                blank=True,
+                help_text="When retention deleted the recording (the hash stays).",
+                null=True,
+            ),
         ),
     ]

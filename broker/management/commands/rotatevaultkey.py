@@ -23,9 +23,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(
-            "--generate", action="store_true",
+            "--generate",
+            action="store_true",
             help="Embedded mode only: generate a new key in var/vault_key, keep the old one "
-                 "in var/vault_old_keys, then re-encrypt.",
+            "in var/vault_old_keys, then re-encrypt.",
         )
 
     def handle(self, *args: Any, generate: bool = False, **options: Any) -> None:
@@ -34,18 +35,25 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 count = vault.rotate()
-                audit.record("vault.rotated", actor="system", target="vault",
-                             data={"key_id": vault.current_key_id(), "reencrypted": count})
+                audit.record(
+                    "vault.rotated",
+                    actor="system",
+                    target="vault",
+                    data={"key_id": vault.current_key_id(), "reencrypted": count},
+                )
         except vault.VaultError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"Re-encrypted {count} credential(s) under vault key "
-                          f"{vault.current_key_id()}.")
+        self.stdout.write(
+            f"Re-encrypted {count} credential(s) under vault key {vault.current_key_id()}."
+        )
 
     def _generate(self) -> None:
         if os.environ.get("AIRLOCK_VAULT_KEY") or os.environ.get("AIRLOCK_VAULT_KEY_FILE"):
-            raise CommandError("--generate is for the embedded key in var/; with "
-                               "AIRLOCK_VAULT_KEY set, change the variable instead "
-                               "(new key there, old key in AIRLOCK_VAULT_OLD_KEYS).")
+            raise CommandError(
+                "--generate is for the embedded key in var/; with "
+                "AIRLOCK_VAULT_KEY set, change the variable instead "
+                "(new key there, old key in AIRLOCK_VAULT_OLD_KEYS)."
+            )
         from broker.settings import _new_vault_key
 
         old = settings.VAULT_KEY

@@ -35,7 +35,9 @@ def _describe(problem: audit.Problem) -> str:
         return str(problem)
     # Read the row's fields with values_list: the row may be damaged enough
     # that only its identity is useful to the operator.
-    row = AuditEvent.objects.filter(id=problem.event_id).values_list("at", "action", "target").first()
+    row = (
+        AuditEvent.objects.filter(id=problem.event_id).values_list("at", "action", "target").first()
+    )
     if row is None:
         return str(problem)
     at, action, target = row

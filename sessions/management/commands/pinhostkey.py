@@ -16,14 +16,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from broker import audit
 from broker.models import Device
-from sessions.core import client_options
+from sessions.live.core import client_options
 
 
 async def fetch_host_key(host: str, port: int) -> asyncssh.SSHKey:
     options = client_options()
     key = await asyncio.wait_for(
         asyncssh.get_server_host_key(host, port, config=None),
-        timeout=options["connect_timeout"] + options["login_timeout"])
+        timeout=options["connect_timeout"] + options["login_timeout"],
+    )
     if key is None:
         raise CommandError(f"{host}:{port} presented no host key")
     return key
@@ -44,7 +45,7 @@ class Command(BaseCommand):
             raise CommandError(f"{device.slug} has no SSH endpoint")
         try:
             key = asyncio.run(fetch_host_key(device.ssh_host, device.ssh_port))
-        except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise CommandError(f"cannot reach {device.ssh_host}:{device.ssh_port}: {exc}") from None
         line = key.export_public_key("openssh").decode().strip()
         fingerprint = key.get_fingerprint("sha256")
@@ -58,15 +59,22 @@ class Command(BaseCommand):
             except (asyncssh.KeyImportError, ValueError):
                 old = "unreadable"
             same = old == fingerprint
-            self.stdout.write(f"Pinned now: {old}" + (" (the same key)" if same else " (DIFFERENT)"))
+            self.stdout.write(
+                f"Pinned now: {old}" + (" (the same key)" if same else " (DIFFERENT)")
+            )
             if same:
                 return
         if not options["yes"]:
-            self.stdout.write("Compare the fingerprint with the device's own (its console or "
-                              "documentation), then run again with --yes to pin it.")
+            self.stdout.write(
+                "Compare the fingerprint with the device's own (its console or "
+                "documentation), then run again with --yes to pin it."
+            )
             return
         Device.objects.filter(pk=device.pk).update(ssh_host_key=line)
-        audit.record("device.host_key_pinned", actor="manage.py pinhostkey",
-                     target=f"device {device.slug}",
-                     data={"fingerprint": fingerprint, "previous": pinned[:200]})
+        audit.record(
+            "device.host_key_pinned",
+            actor="manage.py pinhostkey",
+            target=f"device {device.slug}",
+            data={"fingerprint": fingerprint, "previous": pinned[:200]},
+        )
         self.stdout.write(self.style.SUCCESS(f"Pinned {fingerprint} for {device.slug}."))

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from broker import audit
 from broker.models import Device
-from sessions.rdp import fetch_certificate_fingerprint
+from sessions.doors.rdp.desktop import fetch_certificate_fingerprint
 
 
 class Command(BaseCommand):
@@ -38,8 +38,10 @@ class Command(BaseCommand):
             fingerprint = fetch_certificate_fingerprint(device.rdp_host, device.rdp_port)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise CommandError(f"cannot reach {device.rdp_host}:{device.rdp_port}: {exc}") from None
-        self.stdout.write(f"{device.slug} at {device.rdp_host}:{device.rdp_port} presents a "
-                          "certificate with SHA-256:")
+        self.stdout.write(
+            f"{device.slug} at {device.rdp_host}:{device.rdp_port} presents a "
+            "certificate with SHA-256:"
+        )
         self.stdout.write(f"  {fingerprint}")
         pinned = device.rdp_certificate_sha256.strip()
         if pinned:
@@ -48,11 +50,16 @@ class Command(BaseCommand):
             if same:
                 return
         if not options["yes"]:
-            self.stdout.write("Compare the fingerprint with the device's own certificate, then run "
-                              "again with --yes to pin it.")
+            self.stdout.write(
+                "Compare the fingerprint with the device's own certificate, then run "
+                "again with --yes to pin it."
+            )
             return
         Device.objects.filter(pk=device.pk).update(rdp_certificate_sha256=fingerprint)
-        audit.record("device.rdp_certificate_pinned", actor="manage.py pinrdpcert",
-                     target=f"device {device.slug}",
-                     data={"fingerprint": fingerprint, "previous": pinned})
+        audit.record(
+            "device.rdp_certificate_pinned",
+            actor="manage.py pinrdpcert",
+            target=f"device {device.slug}",
+            data={"fingerprint": fingerprint, "previous": pinned},
+        )
         self.stdout.write(self.style.SUCCESS(f"Pinned {fingerprint} for {device.slug}."))

@@ -1,5 +1,5 @@
 """`manage.py rundemodevice [--listen 127.0.0.1:2201]`: the simulated PLC
-of the demo (sessions/demodevice.py). Not a real device, never a shell."""
+of the demo (sessions/demo/device.py). Not a real device, never a shell."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from broker.management.commands.runbroker import host_port
-from sessions import demodevice
+from sessions.demo import device as demodevice
+from sessions.management.commands.runbroker import host_port
 
 
 class Command(BaseCommand):
-    help = "Run the demo's simulated PLC (SSH with a small command set and SFTP on a scratch folder)."
+    help = (
+        "Run the demo's simulated PLC (SSH with a small command set and SFTP on a scratch folder)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--listen", default="127.0.0.1:2201", metavar="HOST:PORT")

@@ -1,5 +1,5 @@
 """`manage.py rundemordp [--listen 127.0.0.1:3390]`: the demo's simulated
-HMI remote desktop (sessions/demordp.py), after `seed_demo`. Not a real
+HMI remote desktop (sessions/demo/rdp.py), after `seed_demo`. Not a real
 device and never the host's desktop: a private virtual display with a small
 HMI panel, shared by FreeRDP's shadow server on loopback."""
 
@@ -13,16 +13,21 @@ from typing import Any
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from broker.management.commands.runbroker import host_port
-from sessions import demordp
+from sessions.demo import rdp as demordp
+from sessions.management.commands.runbroker import host_port
 
 
 class Command(BaseCommand):
-    help = "Run the demo's simulated HMI remote desktop (FreeRDP shadow server on a private display)."
+    help = (
+        "Run the demo's simulated HMI remote desktop (FreeRDP shadow server on a private display)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--listen", default=f"{demordp.DEMO_RDP_HOST}:{demordp.DEMO_RDP_PORT}",
-                            metavar="HOST:PORT")
+        parser.add_argument(
+            "--listen",
+            default=f"{demordp.DEMO_RDP_HOST}:{demordp.DEMO_RDP_PORT}",
+            metavar="HOST:PORT",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -38,8 +43,10 @@ class Command(BaseCommand):
         stopping = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())
-        self.stdout.write(f"Airlock DEMO HMI (simulated) on {host}:{port}, certificate "
-                          f"sha256 {device.fingerprint}; stop with Ctrl-C")
+        self.stdout.write(
+            f"Airlock DEMO HMI (simulated) on {host}:{port}, certificate "
+            f"sha256 {device.fingerprint}; stop with Ctrl-C"
+        )
         try:
             while not stopping.wait(1):
                 if any(proc.poll() is not None for proc in device.procs):

@@ -14,8 +14,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from broker.management.commands.runbroker import host_port
-from sessions.gateway import host_key_fingerprint, start_server
+from sessions.doors.ssh.gateway import host_key_fingerprint, start_server
+from sessions.management.commands.runbroker import host_port
 
 
 class Command(BaseCommand):
@@ -41,8 +41,10 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         gateway = await start_server(host, port)
-        self.stdout.write(f"Airlock SSH gateway on {host}:{gateway.port}, host key "
-                          f"{host_key_fingerprint()}", ending="\n")
+        self.stdout.write(
+            f"Airlock SSH gateway on {host}:{gateway.port}, host key {host_key_fingerprint()}",
+            ending="\n",
+        )
         self.stdout.flush()
         try:
             await stopping.wait()

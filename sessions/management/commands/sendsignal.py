@@ -25,8 +25,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sessions.models_signals import Severity
-from sessions.signals_intake import signed_headers
+from sessions.anomalies.intake import signed_headers
+from sessions.anomalies.models import Severity
 
 
 class Command(BaseCommand):
@@ -48,17 +48,22 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         secret = self._secret(options)
         body = self._body(options)
-        headers = signed_headers(options["sensor"], secret, body, timestamp=int(time.time()),
-                                 nonce=uuid.uuid4().hex)
+        headers = signed_headers(
+            options["sensor"], secret, body, timestamp=int(time.time()), nonce=uuid.uuid4().hex
+        )
         request = urllib.request.Request(
-            options["url"].rstrip("/") + "/api/signals/", data=body, method="POST",
-            headers={"Content-Type": "application/json", **headers})
+            options["url"].rstrip("/") + "/api/signals/",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", **headers},
+        )
         try:
             with urllib.request.urlopen(request, timeout=15) as response:
                 self.stdout.write(f"{response.status} {response.read().decode()}")
         except urllib.error.HTTPError as exc:
-            raise CommandError(f"Airlock answered {exc.code}: "
-                               f"{exc.read().decode(errors='replace')[:500]}") from None
+            raise CommandError(
+                f"Airlock answered {exc.code}: {exc.read().decode(errors='replace')[:500]}"
+            ) from None
         except OSError as exc:
             raise CommandError(f"cannot reach {options['url']}: {exc}") from None
 
@@ -76,8 +81,12 @@ class Command(BaseCommand):
             return Path(options["body"]).read_bytes()
         if not options["device"]:
             raise CommandError("name the --device (slug or IP address), or post a --body file")
-        record = {"device": options["device"], "severity": options["severity"],
-                  "kind": options["kind"], "detail": options["detail"]}
+        record = {
+            "device": options["device"],
+            "severity": options["severity"],
+            "kind": options["kind"],
+            "detail": options["detail"],
+        }
         for key in ("user", "session"):
             if options[key]:
                 record[key] = options[key]

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sessions import evidence
+from sessions.evidence import bundle as evidence
 
 
 class Command(BaseCommand):
@@ -19,14 +19,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("bundle", help="the evidence zip")
-        parser.add_argument("--public-key", required=True, metavar="KEY",
-                            help="the public key shown in the portal, or a file holding it")
+        parser.add_argument(
+            "--public-key",
+            required=True,
+            metavar="KEY",
+            help="the public key shown in the portal, or a file holding it",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         key_arg = options["public_key"]
         key_path = Path(key_arg)
         try:
-            key_text = key_path.read_text() if len(key_arg) < 4096 and key_path.is_file() else key_arg
+            key_text = (
+                key_path.read_text() if len(key_arg) < 4096 and key_path.is_file() else key_arg
+            )
             public_key = evidence.load_public_key(key_text)
         except (OSError, evidence.SigningKeyError) as exc:
             raise CommandError(f"--public-key: {exc}") from None
@@ -41,6 +47,9 @@ class Command(BaseCommand):
             raise CommandError(f"the bundle does NOT verify: {len(report.problems)} problem(s)")
         for member in report.checked:
             self.stdout.write(f"ok {member}")
-        self.stdout.write(self.style.SUCCESS(
-            f"Verified: evidence for session {report.session} is intact and signed by "
-            f"{evidence.public_key_fingerprint(public_key)}."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Verified: evidence for session {report.session} is intact and signed by "
+                f"{evidence.public_key_fingerprint(public_key)}."
+            )
+        )
