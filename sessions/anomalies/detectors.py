@@ -38,7 +38,11 @@ from django.conf import settings
 from django.utils import timezone
 
 from broker.models import Device, User
+from sessions.anomalies.models import CommandRule, Signal
+from sessions.anomalies.response import detector_signal, raise_signal
+from sessions.live import hooks
 from sessions.live.core import Observer
+from sessions.models import Session
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +200,6 @@ class ResponsePolicy(Observer):
         self.pending: set[asyncio.Task] = set()
 
     def on_signal(self, kind: str, severity: str, detail: str) -> None:
-        from sessions.anomalies.response import detector_signal
-
         task = asyncio.ensure_future(
             database_sync_to_async(detector_signal)(self.live.session.pk, kind, severity, detail)
         )
@@ -216,8 +218,6 @@ class ResponsePolicy(Observer):
 
 
 def command_rules_for(device: Device) -> list[Rule]:
-    from sessions.anomalies.models import CommandRule
-
     rules = list(DEFAULT_COMMAND_RULES)
     rules += [Rule(r.pattern, r.severity, r.description) for r in CommandRule.for_zone(device.zone)]
     return rules
@@ -251,8 +251,6 @@ async def install(live: Any) -> None:
 
 
 def _prepare(live: Any) -> tuple[list[Any], str | None, str]:
-    from sessions.models import Session
-
     session = Session.objects.select_related("device__zone", "grant").get(pk=live.session.pk)
     observers = observers_for(live, session.device, session.grant.ends_at)
     return observers, second_source(session), str(session.grant.code)
@@ -260,8 +258,6 @@ def _prepare(live: Any) -> tuple[list[Any], str | None, str]:
 
 def second_source(session: Any) -> str | None:
     """Another source address with a live session on the same grant."""
-    from sessions.models import Session
-
     others = (
         Session.objects.live()
         .filter(grant_id=session.grant_id)
@@ -278,9 +274,6 @@ def attempt_outside_window(
 ) -> Any:
     """The gateway refused a connection because the window has not started
     or has ended: a signal (medium by default: alert the approvers)."""
-    from sessions.anomalies.models import Signal
-    from sessions.anomalies.response import raise_signal
-
     return raise_signal(
         origin=Signal.Origin.DETECTOR,
         kind="out_of_window",
@@ -298,9 +291,6 @@ def host_key_changed(
 ) -> Any:
     """The device presented a host key other than the pinned one (the
     connection was refused). Not the vendor's doing, so no user is named."""
-    from sessions.anomalies.models import Signal
-    from sessions.anomalies.response import raise_signal
-
     return raise_signal(
         origin=Signal.Origin.DETECTOR,
         kind="host_key_changed",
@@ -310,3 +300,16 @@ def host_key_changed(
         address=source_ip,
         source_ip=source_ip,
     )
+
+
+def _outside_window(user: User, device: Device, reason: str, source_ip: str | None) -> None:
+    attempt_outside_window(user, device, reason=reason, source_ip=source_ip)
+
+
+def _host_key(device: Device, presented: str, source_ip: str | None) -> None:
+    host_key_changed(device, presented=presented, source_ip=source_ip)
+
+
+def register_hooks() -> None:
+    """Plug the detectors into the session core (called from sessions/apps.py)."""
+    hooks.register(opened=install, outside_window=_outside_window, host_key=_host_key)

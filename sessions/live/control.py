@@ -47,6 +47,10 @@ from django.conf import settings
 from django.db.models import BigIntegerField, Case, F, Value, When
 from django.utils import timezone
 
+from broker.access import AccessDenied, authorize
+from sessions.live import feed, hooks
+from sessions.models import Gateway, Session
+
 log = logging.getLogger(__name__)
 
 LOST_REASON = "control channel lost"
@@ -244,7 +248,7 @@ class ControlChannel:
                 await self.detach(live)
                 return
             if message.get("type") == "session.watch_sync":
-                # A watcher joined (sessions/doors/web/watch.py): the feed sends it the
+                # A watcher joined (sessions/live/feed.py): the feed sends it the
                 # recent screen history from here, wherever the watcher runs.
                 for observer in list(getattr(live, "observers", [])):
                     sync = getattr(observer, "watch_sync", None)
@@ -329,14 +333,15 @@ async def watch(control: ControlChannel, live: Any) -> bool:
     its groups, install the detectors, and re-check authorize() (closing the
     window between the gateway's decision and the subscription). If any of
     that fails or refuses, the session ends at once; returns False then."""
-    from sessions.anomalies import detectors
-    from sessions.doors.web import watch as live_watch
-
     try:
         await control.attach(live)
-        await detectors.install(live)
-        # Approvers may follow it read-only (sessions/doors/web/watch.py).
-        live_watch.install(live)
+        # The detectors (registered by sessions/apps.py) attach here.
+        for hook in hooks.session_opened:
+            result = hook(live)
+            if inspect.isawaitable(result):
+                await result
+        # Approvers may follow it read-only (sessions/live/feed.py).
+        feed.install(live)
         # A revocation published after authorize() but before the attach
         # above reached no one: ask once more now that the session listens.
         denial = await database_sync_to_async(still_refused)(live.session.pk)
@@ -362,9 +367,6 @@ async def watch(control: ControlChannel, live: Any) -> bool:
 def still_refused(session_pk: int) -> str:
     """authorize() again for a session that has just started: the refusal's
     sentence, or "" while it is still allowed."""
-    from broker.access import AccessDenied, authorize
-    from sessions.models import Session
-
     session = Session.objects.select_related("user__vendor", "device__zone").get(pk=session_pk)
     try:
         authorize(
@@ -387,34 +389,22 @@ def signal_denial(spawn: Any, user: Any, device: Any, denial: Any, source_ip: st
     """A connection refused for being outside its window raises a signal."""
     if user is None or device is None or getattr(denial, "reason", "") not in OUT_OF_WINDOW_REASONS:
         return
-    from sessions.anomalies import detectors
-
-    spawn(
-        database_sync_to_async(detectors.attempt_outside_window)(
-            user, device, reason=str(denial), source_ip=source_ip
-        )
-    )
+    for hook in hooks.refused_outside_window:
+        spawn(database_sync_to_async(hook)(user, device, str(denial), source_ip))
 
 
 def signal_device_error(spawn: Any, device: Any, error: Any, source_ip: str | None) -> None:
     """A device that presents another host key than the pinned one raises a signal."""
     if device is None or getattr(error, "reason", "") != "host_key_mismatch":
         return
-    from sessions.anomalies import detectors
-
-    spawn(
-        database_sync_to_async(detectors.host_key_changed)(
-            device, presented=str(error), source_ip=source_ip
-        )
-    )
+    for hook in hooks.host_key_changed:
+        spawn(database_sync_to_async(hook)(device, str(error), source_ip))
 
 
 # --- database side (plain sync functions; tests call them directly) ----------
 
 
 def _register_gateway(name: str) -> None:
-    from sessions.models import Gateway
-
     now = timezone.now()
     Gateway.objects.update_or_create(
         name=name,
@@ -430,14 +420,10 @@ def _register_gateway(name: str) -> None:
 
 
 def _gateway_stopped(name: str) -> None:
-    from sessions.models import Gateway
-
     Gateway.objects.filter(name=name).update(stopped_at=timezone.now(), is_accepting=False)
 
 
 def _set_accepting(name: str, accepting: bool) -> None:
-    from sessions.models import Gateway
-
     Gateway.objects.filter(name=name).update(is_accepting=accepting, seen_at=timezone.now())
 
 
@@ -446,8 +432,6 @@ def beat(name: str, sessions: list[tuple[int, int | None, int | None]]) -> None:
 
     One UPDATE per chunk of sessions, not one per session: a gateway holding
     a thousand sessions beats without a thousand round trips."""
-    from sessions.models import Gateway, Session
-
     now = timezone.now()
     # A gateway the sweep had given up on is evidently alive again.
     Gateway.objects.filter(name=name).update(seen_at=now, stopped_at=None)

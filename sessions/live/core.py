@@ -47,6 +47,7 @@ from django.utils import timezone
 
 from broker import audit
 from broker.models import Credential, Device, Grant, User
+from broker.vault import VaultError, open_secret
 from sessions.live.recording import (
     AsciicastWriter,
     LineEditor,
@@ -109,8 +110,6 @@ class DeviceTarget:
 
 def load_device_target(device: Device) -> DeviceTarget:
     """Read the device's endpoint, pinned key and vaulted SSH credential (sync)."""
-    from broker.vault import VaultError, open_secret
-
     if not device.ssh_host:
         raise DeviceError("no_endpoint", f"{device.slug} has no SSH endpoint configured")
     if not device.ssh_host_key.strip():

@@ -36,6 +36,8 @@ from django.utils import timezone
 
 from broker import audit
 from broker.models import Device, Grant, Lock, User, Vendor
+from sessions.live import control
+from sessions.models import Session
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,6 @@ def end_portal_signin(session_key: str | None, *, by: Any = None) -> bool:
     access. Returns whether the message was published."""
     if not session_key:
         return False
-    from sessions.live import control
-
     message = {
         "type": TERMINATE,
         "reason": "you signed out of the portal",
@@ -116,8 +116,6 @@ def revoke(
     `reason` is a sentence the vendor will read; `by` is a User, a label
     such as "sensor:zeek-1" or "detector:command_rule", or None (system).
     """
-    from sessions.models import Session
-
     at = at or timezone.now()
     reason = (reason or "").strip()[:300] or "no reason given"
     by_label = audit.actor_label(by)
@@ -172,8 +170,6 @@ def revoke(
     # terminate must already see the revocation.
     message = {"type": TERMINATE, "reason": reason, "by": by_label}
     try:
-        from sessions.live import control
-
         control.publish(result.groups, message)
         result.published = True
     except Exception as exc:  # the sweep and the gateways' fail-closed cover this

@@ -23,8 +23,9 @@ from broker.identity import (
     verify_otp,
 )
 from broker.models import Grant
-from sessions.doors.web.terminal import MAX_FRAME_BYTES, issue_connection_ticket
-from sessions.doors.web.watch import may_watch
+from sessions.doors.web.terminal import MAX_FRAME_BYTES
+from sessions.live.feed import may_watch
+from sessions.live.websocket import issue_connection_ticket
 from sessions.pages.review import visible_session
 
 # xterm.js draws its grid with <style> elements it creates at run time, so

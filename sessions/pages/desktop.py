@@ -17,7 +17,7 @@ from broker.access import AccessDenied, authorize
 from broker.identity import client_ip
 from broker.models import Grant
 from sessions.doors.rdp.desktop import missing_programs_sentence
-from sessions.doors.web.watch import may_watch
+from sessions.live.feed import may_watch
 from sessions.models import Session
 from sessions.pages.connect import connection_otp
 

@@ -23,9 +23,9 @@ from broker import audit
 from broker.identity import (
     client_ip,
 )
-from sessions.doors.web.watch import may_watch
 from sessions.evidence import bundle as evidence
 from sessions.evidence import review
+from sessions.live.feed import may_watch
 from sessions.models import Session
 
 LIST_LIMIT = 200

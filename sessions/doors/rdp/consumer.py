@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from broker import audit
 from broker.models import Device, Grant, User
+from sessions.anomalies.models import Signal
+from sessions.anomalies.response import raise_signal
 from sessions.doors.rdp import rfb
 from sessions.doors.rdp.desktop import (
     REFUSED_CREDENTIAL,
@@ -50,17 +53,11 @@ from sessions.doors.rdp.desktop import (
     missing_programs_sentence,
     setting,
 )
-from sessions.doors.web.terminal import (
-    Refused,
-    admit,
-    record_refusal,
-    scope_client_ip,
-    web_control,
-    websocket_user,
-)
+from sessions.live.closing import CLOSE_BAD_MESSAGE, CLOSE_ENDED, CLOSE_REFUSED
 from sessions.live.control import ControlChannelLost
 from sessions.live.control import watch as put_under_control
-from sessions.live.core import DeviceError, LiveSession, open_session_row
+from sessions.live.core import DeviceError, LiveSession, close_session_row, open_session_row
+from sessions.live.feed import may_watch
 from sessions.live.recording import (
     AsciicastWriter,
     RecordingError,
@@ -69,13 +66,18 @@ from sessions.live.recording import (
     store_finished,
 )
 from sessions.live.revocation import signin_group
+from sessions.live.websocket import (
+    Refused,
+    admit,
+    record_refusal,
+    scope_client_ip,
+    web_control,
+    websocket_user,
+)
 from sessions.models import Session
 
 log = logging.getLogger("airlock.rdp")
 
-CLOSE_REFUSED = 4403
-CLOSE_ENDED = 4000
-CLOSE_BAD_MESSAGE = 4400
 MAX_FRAME_BYTES = 256 * 1024
 READ_CHUNK = 256 * 1024
 BUTTONS = {1: "left", 2: "middle", 4: "right"}
@@ -169,8 +171,6 @@ class RDPLiveSession(LiveSession):
         try:
             live = cls(session, desktop=desktop, user=user, device=device, grant=grant)
         except RecordingError as exc:
-            from sessions.live.core import close_session_row
-
             await database_sync_to_async(close_session_row)(
                 session.pk,
                 reason=f"the recording could not be written: {exc}",
@@ -235,8 +235,6 @@ async def _session_ended(live: Any) -> None:
 def input_log_markers(data: bytes) -> list[dict[str, Any]]:
     """Timeline entries of the review page from an input log: clipboard
     transfers (allowed or blocked) and what Airlock ignored or noted."""
-    import json
-
     items: list[dict[str, Any]] = []
     for line in data.decode("utf-8", "replace").splitlines()[1:]:
         try:
@@ -259,9 +257,6 @@ def device_alert(
     """A device-side problem admins must hear about: a signal through the
     zone's response policy (medium: approvers are alerted; a changed
     certificate is high, like a changed SSH host key) and an error log line."""
-    from sessions.anomalies.models import Signal
-    from sessions.anomalies.response import raise_signal
-
     log.error("RDP device %s: %s", device.slug, detail)
     raise_signal(
         origin=Signal.Origin.DETECTOR,
@@ -693,7 +688,6 @@ async def _await_logon(live: RDPLiveSession) -> None:
 
 
 def find_rdp_watchable(user: User, code: str) -> Session | None:
-    from sessions.doors.web.watch import may_watch
 
     session = (
         Session.objects.visible_to(user)

@@ -58,6 +58,7 @@ from typing import Any
 from django.conf import settings
 
 from broker.models import Credential, Device
+from broker.vault import VaultError, open_secret
 from sessions.live.core import DeviceError
 
 log = logging.getLogger("airlock.rdp")
@@ -141,8 +142,6 @@ def normalise_fingerprint(text: str) -> str:
 def load_rdp_target(device: Device) -> RDPTarget:
     """The device's RDP endpoint, pinned certificate and vaulted RDP
     credential (sync). Raises DeviceError with a sentence for the vendor."""
-    from broker.vault import VaultError, open_secret
-
     if not device.rdp_host:
         raise DeviceError("no_endpoint", f"{device.slug} has no remote desktop endpoint configured")
     if not device.rdp_certificate_sha256.strip():
