@@ -75,11 +75,13 @@ def terminal(request: HttpRequest, code: UUID) -> HttpResponse:
     device = grant.device
     ip = client_ip(request)
     denial = None
+    code_required = False
     try:
-        authorize(request.user, device, protocol="ssh", at=timezone.now(), source_ip=ip)
+        decision = authorize(request.user, device, protocol="ssh", at=timezone.now(), source_ip=ip)
+        code_required = decision.connection_code_required
     except AccessDenied as exc:
         denial = str(exc)
-    needs_otp = device.zone.requires_connection_otp and denial is None
+    needs_otp = code_required
     error = ""
     if needs_otp:
         needs_otp, error = connection_otp(request, grant, client="browser")

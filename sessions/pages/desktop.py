@@ -36,13 +36,15 @@ def remote_desktop(request: HttpRequest, code: UUID) -> HttpResponse:
     device = grant.device
     ip = client_ip(request)
     denial = None
+    code_required = False
     try:
-        authorize(request.user, device, protocol="rdp", at=timezone.now(), source_ip=ip)
+        decision = authorize(request.user, device, protocol="rdp", at=timezone.now(), source_ip=ip)
+        code_required = decision.connection_code_required
     except AccessDenied as exc:
         denial = str(exc)
     # A host without the RDP packages says so before any code is asked.
     unavailable = missing_programs_sentence() if denial is None else ""
-    needs_otp = device.zone.requires_connection_otp and denial is None and not unavailable
+    needs_otp = code_required and not unavailable
     error = ""
     if needs_otp:
         needs_otp, error = connection_otp(request, grant, client="browser-rdp")
