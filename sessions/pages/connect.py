@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from broker import audit
+from broker import audit, oversight
 from broker.access import AccessDenied, authorize
 from broker.identity import (
     client_ip,
@@ -24,7 +24,6 @@ from broker.identity import (
 )
 from broker.models import Grant
 from sessions.doors.web.terminal import MAX_FRAME_BYTES, issue_connection_ticket
-from sessions.doors.web.watch import may_watch
 from sessions.pages.review import visible_session
 
 # xterm.js draws its grid with <style> elements it creates at run time, so
@@ -105,7 +104,7 @@ def terminal(request: HttpRequest, code: UUID) -> HttpResponse:
 @csp_update(TERMINAL_CSP)
 def watch(request: HttpRequest, code: UUID) -> HttpResponse:
     session = visible_session(request, code)
-    if not may_watch(request.user, session):
+    if not oversight.may(request.user, oversight.WATCH, session):
         raise Http404("No such session.")
     if session.protocol == "rdp":
         return redirect("remote-desktop-watch", code=session.code)

@@ -13,11 +13,11 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
+from broker import oversight
 from broker.access import AccessDenied, authorize
 from broker.identity import client_ip
 from broker.models import Grant
 from sessions.doors.rdp.desktop import missing_programs_sentence
-from sessions.doors.web.watch import may_watch
 from sessions.models import Session
 from sessions.pages.connect import connection_otp
 
@@ -74,7 +74,7 @@ def remote_desktop_watch(request: HttpRequest, code: UUID) -> HttpResponse:
         .filter(code=code, protocol="rdp")
         .first()
     )
-    if session is None or not may_watch(request.user, session):
+    if session is None or not oversight.may(request.user, oversight.WATCH, session):
         raise Http404("No such session.")
     return render(
         request,

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from broker import audit
+from broker import audit, oversight
 from broker.models import Device, Grant, User
 from sessions.doors.rdp import rfb
 from sessions.doors.rdp.desktop import (
@@ -693,15 +693,13 @@ async def _await_logon(live: RDPLiveSession) -> None:
 
 
 def find_rdp_watchable(user: User, code: str) -> Session | None:
-    from sessions.doors.web.watch import may_watch
-
     session = (
         Session.objects.visible_to(user)
         .select_related("user", "device")
         .filter(code=code, protocol="rdp")
         .first()
     )
-    if session is None or not session.is_live or not may_watch(user, session):
+    if session is None or not session.is_live or not oversight.may(user, oversight.WATCH, session):
         return None
     return session
 

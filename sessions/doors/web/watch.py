@@ -25,7 +25,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from broker import audit
+from broker import audit, oversight
 from broker.models import User
 from sessions.live.core import Observer
 from sessions.live.recording import recordings_dir
@@ -140,15 +140,6 @@ def install(live: Any) -> WatchFeed | None:
 # --- the watcher's side ---------------------------------------------------------
 
 
-def may_watch(user: User, session: Session) -> bool:
-    """Approvers of the session's zone, admins and auditors (read-only)."""
-    if user.is_superuser or user.is_staff or user.is_auditor:
-        return True
-    return Session.objects.filter(
-        pk=session.pk, device__zone__approval_rules__group__members=user
-    ).exists()
-
-
 def find_watchable(user: User, code: str) -> Session | None:
     session = (
         Session.objects.visible_to(user).select_related("user", "device").filter(code=code).first()
@@ -158,7 +149,7 @@ def find_watchable(user: User, code: str) -> Session | None:
         session is None
         or not session.is_live
         or session.protocol != "ssh"
-        or not may_watch(user, session)
+        or not oversight.may(user, oversight.WATCH, session)
     ):
         return None
     return session
