@@ -112,14 +112,14 @@ def _choose_grant(user: User, device: Device, protocol: str, at: datetime) -> Gr
             f"no approved access to {device.slug} now; your next window starts "
             f"{local_time(device, first.starts_at, at)}",
         )
-    in_window_revoked = [g for g in candidates if g.starts_at <= at < g.ends_at and g.revoked_at]
-    if in_window_revoked:
-        g = in_window_revoked[-1]
-        why = f": {g.revoke_reason}" if g.revoke_reason else ""
-        raise AccessDenied(Reason.REVOKED, f"your access to {device.slug} was revoked{why}")
-    ended = [g for g in candidates if g.ends_at <= at]
-    if ended:
-        last = max(ended, key=lambda g: g.ends_at)
+    # The refusal speaks of the newest grant that no longer lets them in — an
+    # older grant revoked earlier is not why a newer, just-expired one fails.
+    past = [g for g in candidates if g.ends_at <= at or (g.revoked_at and g.starts_at <= at)]
+    if past:
+        last = max(past, key=lambda g: (g.starts_at, g.pk))
+        if last.revoked_at and last.ends_at > at:
+            why = f": {last.revoke_reason}" if last.revoke_reason else ""
+            raise AccessDenied(Reason.REVOKED, f"your access to {device.slug} was revoked{why}")
         raise AccessDenied(
             Reason.EXPIRED,
             f"your access to {device.slug} ended at {local_time(device, last.ends_at, at)}",

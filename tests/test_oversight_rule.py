@@ -4,13 +4,15 @@ locks follow the zone of what they name, and vendors never approve."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
 from broker import approvals
-from broker.access import authorize
+from broker.access import AccessDenied, authorize
 from broker.models import AccessRequest, Lock
 from sessions.models import Session
 from tests.access_fixtures import plant  # noqa: F401
@@ -110,7 +112,7 @@ def test_a_vendor_user_who_is_in_an_approver_group_cannot_approve(plant, make_ve
         protocols=["ssh"],
         starts_at=None,
         reason="fix",
-        duration=timezone.timedelta(hours=1),
+        duration=timedelta(hours=1),
     )
     with pytest.raises(approvals.Refused, match="vendor user cannot approve"):
         approvals.decide(colleague, req, approve=True)
@@ -130,3 +132,27 @@ def test_authorize_says_when_the_zone_asks_for_a_code_per_connection(plant, make
     assert authorize(
         plant.vera, plant.device, protocol="ssh", at=at, source_ip=None
     ).connection_code_required
+
+
+def test_a_refusal_names_the_newest_grant_not_an_older_revoked_one(plant, make_grant):
+    now = timezone.now()
+    make_grant(
+        plant.vera,
+        plant.device,
+        starts_at=now - timedelta(hours=2),
+        ends_at=now + timedelta(hours=2),
+        revoked_at=now - timedelta(hours=1),
+        revoke_reason="work done",
+    )
+    short = make_grant(
+        plant.vera,
+        plant.device,
+        starts_at=now - timedelta(minutes=40),
+        ends_at=now - timedelta(minutes=4),
+    )
+    with pytest.raises(AccessDenied) as denied:
+        authorize(plant.vera, plant.device, protocol="ssh", at=now, source_ip=None)
+    assert denied.value.reason == "expired"
+    assert "work done" not in str(denied.value)
+    ended = short.ends_at.astimezone(plant.zone.tzinfo).strftime("%H:%M")
+    assert f"ended at {ended}" in str(denied.value)
