@@ -3,12 +3,15 @@
 Every door — portal views, the SSH gateway, the websocket consumers and the
 periodic sweep — asks `authorize()` and nothing else whether a user may reach
 a device now. It takes explicit arguments, reads no ambient state, and either
-returns the Grant that allows the connection or raises AccessDenied with a
-machine reason code and a sentence a vendor can act on.
+returns a Decision (the Grant that allows the connection plus the obligations
+a door must meet before opening it) or raises AccessDenied with a machine
+reason code and a sentence a vendor can act on. Doors read obligations from
+the Decision instead of deciding them, so a rule changes here only.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Q
@@ -40,6 +43,15 @@ class AccessDenied(Exception):
         self.reason = reason
         self.message = message
         self.lock = lock
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An allowed connection: the deciding grant and what the door owes first."""
+
+    grant: Grant
+    # The zone asks for a fresh one-time code for every connection.
+    connection_code_required: bool
 
 
 def local_time(device: Device, when: datetime, ref: datetime | None = None) -> str:
@@ -100,14 +112,14 @@ def _choose_grant(user: User, device: Device, protocol: str, at: datetime) -> Gr
             f"no approved access to {device.slug} now; your next window starts "
             f"{local_time(device, first.starts_at, at)}",
         )
-    in_window_revoked = [g for g in candidates if g.starts_at <= at < g.ends_at and g.revoked_at]
-    if in_window_revoked:
-        g = in_window_revoked[-1]
-        why = f": {g.revoke_reason}" if g.revoke_reason else ""
-        raise AccessDenied(Reason.REVOKED, f"your access to {device.slug} was revoked{why}")
-    ended = [g for g in candidates if g.ends_at <= at]
-    if ended:
-        last = max(ended, key=lambda g: g.ends_at)
+    # The refusal speaks of the newest grant that no longer lets them in — an
+    # older grant revoked earlier is not why a newer, just-expired one fails.
+    past = [g for g in candidates if g.ends_at <= at or (g.revoked_at and g.starts_at <= at)]
+    if past:
+        last = max(past, key=lambda g: (g.starts_at, g.pk))
+        if last.revoked_at and last.ends_at > at:
+            why = f": {last.revoke_reason}" if last.revoke_reason else ""
+            raise AccessDenied(Reason.REVOKED, f"your access to {device.slug} was revoked{why}")
         raise AccessDenied(
             Reason.EXPIRED,
             f"your access to {device.slug} ended at {local_time(device, last.ends_at, at)}",
@@ -117,10 +129,11 @@ def _choose_grant(user: User, device: Device, protocol: str, at: datetime) -> Gr
 
 def authorize(
     user: User, device: Device, *, protocol: str, at: datetime, source_ip: str | None
-) -> Grant:
-    """Return the Grant that lets `user` reach `device` over `protocol` at
-    `at` from `source_ip`, or raise AccessDenied. Re-evaluated while a
-    session runs (grant end, new locks), not only at connect."""
+) -> Decision:
+    """Return the Decision (grant + obligations) that lets `user` reach
+    `device` over `protocol` at `at` from `source_ip`, or raise AccessDenied.
+    Re-evaluated while a session runs (grant end, new locks), not only at
+    connect."""
     _check_person(user, at, source_ip)
     grants = list(Grant.objects.filter(user=user, device=device, starts_at__lte=at, ends_at__gt=at))
     _check_locks(user, device, grants, at)
@@ -130,4 +143,5 @@ def authorize(
         raise AccessDenied(
             Reason.PROTOCOL, f"{device.slug} cannot be reached over {protocol.upper()}"
         )
-    return _choose_grant(user, device, protocol, at)
+    grant = _choose_grant(user, device, protocol, at)
+    return Decision(grant=grant, connection_code_required=device.zone.requires_connection_otp)

@@ -81,6 +81,7 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
         "username",
         "email",
         "vendor",
+        "is_vendor_admin",
         "is_auditor",
         "is_staff",
         "is_active",
@@ -95,9 +96,16 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
         (
             "Role",
             {
-                "fields": ["vendor", "is_auditor", "is_staff", "is_superuser", "is_active"],
-                "description": "A vendor user belongs to one vendor and cannot be an auditor "
-                "or admin. Approvers are made by adding approver groups below.",
+                "fields": [
+                    "vendor",
+                    "is_vendor_admin",
+                    "is_auditor",
+                    "is_staff",
+                    "is_superuser",
+                    "is_active",
+                ],
+                "description": "A vendor user belongs to one vendor and cannot be an auditor, "
+                "admin or approver; a vendor admin sees the whole company's sessions. Approvers are made by adding approver groups below.",
             },
         ),
         ("Dates", {"fields": ["last_login", "date_joined"]}),

@@ -27,7 +27,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from broker import audit
+from broker import audit, oversight
 from broker.models import (
     AccessRequest,
     Approval,
@@ -324,6 +324,9 @@ def _decide_locked(
     locked = AccessRequest.objects.select_for_update().get(pk=req.pk)
     if approver.pk == locked.user_id:
         raise _Refusal("own_request", "You cannot decide your own request.")
+    if approver.vendor_id is not None:
+        # A vendor's people never approve access, their colleagues' least of all.
+        raise _Refusal("vendor_approver", "A vendor user cannot approve access requests.")
     group = _counting_group(approver, locked)
     if group is None:
         raise _Refusal("not_an_approver", "You are not an approver for this device's zone.")
@@ -546,6 +549,13 @@ def create_lock(
         raise Refused("Say why you lock it: the vendor sees the reason.")
     if ttl is not None and ttl <= timedelta(0):
         raise Refused("The lock's duration must be positive (or leave it empty for no expiry).")
+    if not oversight.may_lock(
+        actor, vendor=vendor, person=user, device=device or (grant.device if grant else None)
+    ):
+        raise Refused(
+            "You may lock only devices of your zones, and people or companies with "
+            "access or requests there."
+        )
     result = revocation.revoke(
         targets[0],
         reason=reason,
@@ -563,6 +573,8 @@ def lift_lock(
     actor: User, lock: Lock, *, source_ip: str | None = None, at: datetime | None = None
 ) -> bool:
     at = at or timezone.now()
+    if not oversight.may(actor, oversight.LIFT, lock):
+        raise Refused("You may lift only locks on your zones' devices and on their vendors.")
     with transaction.atomic():
         changed = Lock.objects.filter(pk=lock.pk, lifted_at=None).update(
             lifted_at=at, lifted_by=actor

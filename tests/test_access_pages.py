@@ -257,7 +257,8 @@ def test_an_approver_revokes_a_grant_with_step_up(plant, verified_client, make_g
     assert grant.revoked_at is not None and grant.revoke_reason == "odd traffic"
 
 
-def test_an_approver_creates_and_lifts_a_lock_with_a_ttl(plant, verified_client):
+def test_an_approver_creates_and_lifts_a_lock_with_a_ttl(plant, verified_client, make_grant):
+    make_grant(plant.vera, plant.device)
     client = verified_client(plant.olga)
     response = client.post(
         reverse("lock-new"), {"user": plant.vera.pk, "reason": "cool off", "ttl": "60"}
@@ -461,7 +462,10 @@ def test_the_lists_offer_cancel_and_work_done_on_ones_own_items(
     )
 
 
-def test_the_auditor_filters_locks_by_state_and_target(plant, verified_client, make_user):
+def test_the_auditor_filters_locks_by_state_and_target(
+    plant, verified_client, make_user, make_grant
+):
+    make_grant(plant.vera, plant.device)
     on_user = approvals.create_lock(plant.olga, user=plant.vera, reason="user lock")
     on_device = approvals.create_lock(plant.olga, device=plant.device, reason="device lock")
     approvals.lift_lock(plant.olga, on_device)

@@ -161,7 +161,8 @@ def test_authorize_returns_the_covering_grant(plant, make_grant, setup):
     )
     setup(plant, grant)
     assert (
-        authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip="10.0.0.1") == grant
+        authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip="10.0.0.1").grant
+        == grant
     )
 
 
@@ -175,7 +176,8 @@ def test_an_allowed_source_network_lets_the_vendor_in(plant, make_grant):
         ends_at=NOW + timedelta(hours=1),
     )
     assert (
-        authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip="10.2.3.4") == grant
+        authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip="10.2.3.4").grant
+        == grant
     )
     with pytest.raises(AccessDenied):
         authorize(plant.vera, plant.device, protocol="ssh", at=NOW, source_ip=None)

@@ -70,7 +70,8 @@ def test_seed_demo_creates_the_demo_hmi_with_a_pinned_certificate_and_an_rdp_gra
     grant = Grant.objects.get(code=hmi["grant"]["code"])
     assert grant.device == device and "rdp" in grant.protocols
     assert (
-        authorize(vendor, device, protocol="rdp", at=timezone.now(), source_ip="127.0.0.1") == grant
+        authorize(vendor, device, protocol="rdp", at=timezone.now(), source_ip="127.0.0.1").grant
+        == grant
     )
     assert hmi["url"].endswith(f"/access/grants/{grant.code}/desktop/")
     # The SSH part still lists its grant on demo-plc.

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from broker import approvals
+from broker.models import ApprovalRule
 from sessions.models import Session
 from tests.netstate import established_to
 from tests.signing import create_sensor, post_signal
@@ -68,10 +69,14 @@ def test_an_approvers_revocation_ends_the_ssh_session_with_the_reason(
 
 
 def test_a_lock_on_the_device_ends_the_session_and_refuses_the_next(
-    vendor: Any, device_sshd: Any, make_approver: Any
+    vendor: Any, device_sshd: Any, make_approver: Any, make_group: Any
 ) -> None:
     proc = start_long_session(vendor, device_sshd)
-    approvals.create_lock(make_approver("olga"), device=vendor.device, reason="safety stop")
+    # Locks follow zones: Olga approves this device's zone.
+    ops = make_group("Plant operations")
+    ApprovalRule.objects.create(zone=vendor.device.zone, group=ops, count=1)
+    olga = make_approver("olga", groups=[ops])
+    approvals.create_lock(olga, device=vendor.device, reason="safety stop")
 
     code, err = finish(proc)
     assert "safety stop" in err

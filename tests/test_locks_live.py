@@ -24,13 +24,18 @@ def world(
     make_device: Any,
     make_grant: Any,
     make_approver: Any,
+    make_group: Any,
+    make_zone: Any,
     settings: Any,
     transactional_db: Any,
 ) -> dict[str, Any]:
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     acme = make_vendor("Acme Automation")
-    plc, hmi = make_device("plc-7"), make_device("hmi-2")
+    # Olga approves the zone of both devices: locks follow the approver's zones.
+    ops = make_group("Plant operations")
+    zone = make_zone(rules=[(ops, 1)])
+    plc, hmi = make_device("plc-7", zone=zone), make_device("hmi-2", zone=zone)
     alice = make_vendor_user("alice", vendor=acme)
     bert = make_vendor_user("bert", vendor=acme)
     later = timezone.now() + timedelta(hours=6)
@@ -40,7 +45,7 @@ def world(
         "hmi": hmi,
         "alice": alice,
         "bert": bert,
-        "olga": make_approver("olga"),
+        "olga": make_approver("olga", groups=[ops]),
         "alice_plc": make_grant(alice, plc, ends_at=later),
         "alice_hmi": make_grant(alice, hmi, ends_at=later),
         "bert_plc": make_grant(bert, plc, ends_at=later),

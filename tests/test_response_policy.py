@@ -131,7 +131,7 @@ def test_the_hour_long_user_lock_lapses(plant: dict[str, Any]) -> None:
         assert (
             authorize(
                 plant["alice"], plant["device"], protocol="ssh", at=timezone.now(), source_ip=None
-            )
+            ).grant
             == plant["grant"]
         )
 

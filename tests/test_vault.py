@@ -158,7 +158,9 @@ def test_a_whole_request_to_approval_flow_logs_no_secret(
         approvals.decide(approver, req, approve=True)
     from broker.access import authorize
 
-    grant = authorize(vendor_user, device, protocol="ssh", at=timezone.now(), source_ip="10.0.0.1")
+    grant = authorize(
+        vendor_user, device, protocol="ssh", at=timezone.now(), source_ip="10.0.0.1"
+    ).grant
     # The gateway opens the secret here; that path must not log it either.
     assert vault.open_secret(Credential.objects.get(device=grant.device, protocol="ssh")) == SECRET
     assert caplog.records, "the flow should have logged something at DEBUG"

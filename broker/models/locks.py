@@ -9,31 +9,16 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from broker import oversight
 from broker.models.people import User, Vendor
-from broker.models.plant import Device, Zone
+from broker.models.plant import Device
 from broker.models.requests import Grant
 
 
 class LockQuerySet(models.QuerySet):
     def visible_to(self, user: User) -> LockQuerySet:
-        """Approvers see locks on vendors and users (they hold everywhere)
-        and on devices and grants of their zones; auditors and superusers
-        see all; vendors see none."""
-        if not user.is_authenticated or not user.is_active:
-            return self.none()
-        if user.is_auditor or user.is_superuser:
-            return self.all()
-        if not user.is_approver:
-            return self.none()
-        zone_q = Q(approval_rules__group__members=user)
-        zones = Zone.objects.filter(zone_q).values("pk")
-        q = (
-            Q(vendor__isnull=False)
-            | Q(user__isnull=False)
-            | Q(device__zone__in=zones)
-            | Q(grant__device__zone__in=zones)
-        )
-        return self.filter(q)
+        """Rows `user` may see: the one oversight rule (broker/oversight.py)."""
+        return oversight.visible(user, self)
 
     def active(self, at: datetime) -> LockQuerySet:
         return self.filter(lifted_at=None).filter(Q(expires_at=None) | Q(expires_at__gt=at))

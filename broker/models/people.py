@@ -65,6 +65,11 @@ class User(AbstractUser):
         Vendor, null=True, blank=True, on_delete=models.PROTECT, related_name="users"
     )
     is_auditor = models.BooleanField(default=False)
+    is_vendor_admin = models.BooleanField(
+        default=False,
+        help_text="A vendor user who oversees the sessions, requests and grants of the "
+        "whole company (others see only their own). Set by admins.",
+    )
 
     objects = UserManager()
 
@@ -75,6 +80,11 @@ class User(AbstractUser):
         super().clean()
         if self.vendor_id and (self.is_staff or self.is_auditor):
             raise ValidationError("A vendor user cannot also be an auditor or an admin.")
+        if self.is_vendor_admin and not self.vendor_id:
+            raise ValidationError("Only a vendor user can be a vendor admin.")
+        if self.vendor_id and self.is_approver:
+            # A vendor approving its own company's access defeats the policy.
+            raise ValidationError("A vendor user cannot also be an approver.")
 
     @property
     def is_vendor_user(self) -> bool:

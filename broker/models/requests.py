@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 
 from django.db import models
-from django.db.models import Q
 from django.utils import timezone
 
+from broker import oversight
 from broker.models.people import ApproverGroup, User
 from broker.models.plant import Device
 
@@ -17,15 +17,8 @@ from broker.models.plant import Device
 
 class AccessRequestQuerySet(models.QuerySet):
     def visible_to(self, user: User) -> AccessRequestQuerySet:
-        if not user.is_authenticated or not user.is_active:
-            return self.none()
-        if user.is_auditor or user.is_superuser:
-            return self.all()
-        q = Q(pk__in=[])
-        if user.vendor_id:
-            q |= Q(user__vendor_id=user.vendor_id)
-        q |= Q(device__zone__approval_rules__group__members=user)
-        return self.filter(q).distinct()
+        """Rows `user` may see: the one oversight rule (broker/oversight.py)."""
+        return oversight.visible(user, self)
 
 
 class AccessRequest(models.Model):
@@ -102,15 +95,8 @@ class Approval(models.Model):
 
 class GrantQuerySet(models.QuerySet):
     def visible_to(self, user: User) -> GrantQuerySet:
-        if not user.is_authenticated or not user.is_active:
-            return self.none()
-        if user.is_auditor or user.is_superuser:
-            return self.all()
-        q = Q(pk__in=[])
-        if user.vendor_id:
-            q |= Q(user__vendor_id=user.vendor_id)
-        q |= Q(device__zone__approval_rules__group__members=user)
-        return self.filter(q).distinct()
+        """Rows `user` may see: the one oversight rule (broker/oversight.py)."""
+        return oversight.visible(user, self)
 
     def live(self, at: datetime) -> GrantQuerySet:
         return self.filter(revoked_at=None, starts_at__lte=at, ends_at__gt=at)

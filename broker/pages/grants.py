@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from broker import approvals
+from broker import approvals, oversight
 from broker.access import AccessDenied, authorize
 from broker.identity import client_ip, step_up_required
 from broker.models import (
@@ -29,7 +29,6 @@ from broker.pages.guards import (
     LIST_LIMIT,
     filtered,
     get_visible,
-    is_zone_approver,
     role_required,
 )
 
@@ -122,7 +121,7 @@ def grant_detail(request: HttpRequest, code: UUID) -> HttpResponse:
             "denial": denial,
             "is_owner": grant.user_id == request.user.pk,
             "can_revoke": state in ("active", "upcoming")
-            and is_zone_approver(request.user, grant.device.zone),
+            and oversight.may(request.user, oversight.TERMINATE, grant),
             "ssh_keys": SSHPublicKey.objects.filter(user=grant.user)
             if grant.user_id == request.user.pk
             else [],
@@ -151,7 +150,7 @@ def grant_revoke(request: HttpRequest, code: UUID) -> HttpResponse:
     grant = get_visible(
         request, Grant.objects.select_related("user__vendor", "device__zone__site"), code, "grant"
     )
-    if not is_zone_approver(request.user, grant.device.zone):
+    if not oversight.may(request.user, oversight.TERMINATE, grant):
         raise Http404("No such grant.")
     form = RevokeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():

@@ -18,11 +18,6 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from broker import audit
 from broker.identity import client_ip
-from broker.models import (
-    ApproverGroup,
-    User,
-    Zone,
-)
 from broker.pages.forms import (
     ListFilterForm,
 )
@@ -78,14 +73,6 @@ def role_required(*roles: str) -> Callable[[View], View]:
         return wrapper
 
     return decorator
-
-
-def zones_approved_by(user: User) -> QuerySet[Zone]:
-    return Zone.objects.filter(approval_rules__group__members=user).distinct()
-
-
-def is_zone_approver(user: User, zone: Zone) -> bool:
-    return ApproverGroup.objects.filter(rules__zone=zone, members=user).exists()
 
 
 def get_visible(request: HttpRequest, qs: QuerySet, code: UUID, kind: str) -> Any:

@@ -83,6 +83,7 @@ def lock_new(request: HttpRequest) -> HttpResponse:
 @role_required("approver")
 @step_up_required
 def lock_lift(request: HttpRequest, code: UUID) -> HttpResponse:
+    # Visible locks are exactly those the rule lets this approver lift.
     lock = get_visible(request, Lock.objects.all(), code, "lock")
     if request.method == "POST":
         if approvals.lift_lock(request.user, lock, source_ip=client_ip(request)):

@@ -12,13 +12,14 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from broker import approvals, audit
+from broker import approvals, audit, oversight
 from broker.identity import client_ip, step_up_required
 from broker.models import (
     AccessRequest,
     Approval,
     Device,
     Grant,
+    Zone,
 )
 from broker.pages.forms import (
     AccessRequestForm,
@@ -30,9 +31,7 @@ from broker.pages.guards import (
     LIST_LIMIT,
     filtered,
     get_visible,
-    is_zone_approver,
     role_required,
-    zones_approved_by,
 )
 
 # --- vendor: devices and requests -------------------------------------------
@@ -121,7 +120,7 @@ def request_detail(request: HttpRequest, code: UUID) -> HttpResponse:
     can_decide = (
         req.is_pending
         and req.user_id != request.user.pk
-        and is_zone_approver(request.user, req.device.zone)
+        and oversight.may(request.user, oversight.MODERATE, req)
         and not decisions.filter(approver=request.user).exists()
     )
     return render(
@@ -161,7 +160,8 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
     pending = (
         AccessRequest.objects.visible_to(request.user)
         .filter(
-            status=AccessRequest.Status.PENDING, device__zone__in=zones_approved_by(request.user)
+            status=AccessRequest.Status.PENDING,
+            device__zone__in=oversight.approver_zones(request.user, Zone.objects.all()),
         )
         .select_related("user__vendor", "device__zone__site")
         .order_by("created_at")

@@ -123,12 +123,3 @@ def install(live: Any) -> WatchFeed | None:
     feed = WatchFeed(live, layer)
     live.observers.append(feed)
     return feed
-
-
-def may_watch(user: User, session: Session) -> bool:
-    """Approvers of the session's zone, admins and auditors (read-only)."""
-    if user.is_superuser or user.is_staff or user.is_auditor:
-        return True
-    return Session.objects.filter(
-        pk=session.pk, device__zone__approval_rules__group__members=user
-    ).exists()

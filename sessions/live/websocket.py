@@ -138,17 +138,19 @@ def admit(
     if grant is None:
         raise Refused("no_grant", "there is no such access for you")
     device = grant.device
-    if device.zone.requires_connection_otp and not take_connection_ticket(session, grant_code):
+    try:
+        decision = authorize(
+            user, device, protocol=protocol, at=timezone.now(), source_ip=source_ip
+        )
+    except AccessDenied as denial:
+        raise Refused(denial.reason, str(denial)) from None
+    if decision.connection_code_required and not take_connection_ticket(session, grant_code):
         raise Refused(
             "otp_required",
             "this zone asks for a one-time code for every connection; reload the page "
             "and enter a fresh code",
         )
-    try:
-        chosen = authorize(user, device, protocol=protocol, at=timezone.now(), source_ip=source_ip)
-    except AccessDenied as denial:
-        raise Refused(denial.reason, str(denial)) from None
-    return chosen, device
+    return decision.grant, device
 
 
 def record_refusal(

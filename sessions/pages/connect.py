@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
-from broker import audit
+from broker import audit, oversight
 from broker.access import AccessDenied, authorize
 from broker.identity import (
     client_ip,
@@ -24,7 +24,6 @@ from broker.identity import (
 )
 from broker.models import Grant
 from sessions.doors.web.terminal import MAX_FRAME_BYTES
-from sessions.live.feed import may_watch
 from sessions.live.websocket import issue_connection_ticket
 from sessions.pages.review import visible_session
 
@@ -76,11 +75,13 @@ def terminal(request: HttpRequest, code: UUID) -> HttpResponse:
     device = grant.device
     ip = client_ip(request)
     denial = None
+    code_required = False
     try:
-        authorize(request.user, device, protocol="ssh", at=timezone.now(), source_ip=ip)
+        decision = authorize(request.user, device, protocol="ssh", at=timezone.now(), source_ip=ip)
+        code_required = decision.connection_code_required
     except AccessDenied as exc:
         denial = str(exc)
-    needs_otp = device.zone.requires_connection_otp and denial is None
+    needs_otp = code_required
     error = ""
     if needs_otp:
         needs_otp, error = connection_otp(request, grant, client="browser")
@@ -104,7 +105,7 @@ def terminal(request: HttpRequest, code: UUID) -> HttpResponse:
 @csp_update(TERMINAL_CSP)
 def watch(request: HttpRequest, code: UUID) -> HttpResponse:
     session = visible_session(request, code)
-    if not may_watch(request.user, session):
+    if not oversight.may(request.user, oversight.WATCH, session):
         raise Http404("No such session.")
     if session.protocol == "rdp":
         return redirect("remote-desktop-watch", code=session.code)

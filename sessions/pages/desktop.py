@@ -13,11 +13,11 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
+from broker import oversight
 from broker.access import AccessDenied, authorize
 from broker.identity import client_ip
 from broker.models import Grant
 from sessions.doors.rdp.desktop import missing_programs_sentence
-from sessions.live.feed import may_watch
 from sessions.models import Session
 from sessions.pages.connect import connection_otp
 
@@ -36,13 +36,15 @@ def remote_desktop(request: HttpRequest, code: UUID) -> HttpResponse:
     device = grant.device
     ip = client_ip(request)
     denial = None
+    code_required = False
     try:
-        authorize(request.user, device, protocol="rdp", at=timezone.now(), source_ip=ip)
+        decision = authorize(request.user, device, protocol="rdp", at=timezone.now(), source_ip=ip)
+        code_required = decision.connection_code_required
     except AccessDenied as exc:
         denial = str(exc)
     # A host without the RDP packages says so before any code is asked.
     unavailable = missing_programs_sentence() if denial is None else ""
-    needs_otp = device.zone.requires_connection_otp and denial is None and not unavailable
+    needs_otp = code_required and not unavailable
     error = ""
     if needs_otp:
         needs_otp, error = connection_otp(request, grant, client="browser-rdp")
@@ -72,7 +74,7 @@ def remote_desktop_watch(request: HttpRequest, code: UUID) -> HttpResponse:
         .filter(code=code, protocol="rdp")
         .first()
     )
-    if session is None or not may_watch(request.user, session):
+    if session is None or not oversight.may(request.user, oversight.WATCH, session):
         raise Http404("No such session.")
     return render(
         request,

@@ -19,8 +19,9 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from broker import oversight
 from broker.identity import client_ip, step_up_required
-from broker.models import User, Zone
+from broker.models import Zone
 from sessions.anomalies import intake as signals_intake
 from sessions.anomalies.detectors import DEFAULT_COMMAND_RULES
 from sessions.anomalies.models import (
@@ -88,15 +89,6 @@ def _require_overseer(request: HttpRequest) -> None:
         raise PermissionDenied("Only approvers, auditors and admins oversee sessions.")
 
 
-def _may_act_on(user: User, session: Session) -> bool:
-    """Approvers of the session's zone (and admins) may end it; auditors read."""
-    if user.is_superuser or user.is_staff:
-        return True
-    return Session.objects.filter(
-        pk=session.pk, device__zone__approval_rules__group__members=user
-    ).exists()
-
-
 def _get_session_for_approver(request: HttpRequest, code: Any) -> Session:
     session = (
         Session.objects.visible_to(request.user)
@@ -104,7 +96,7 @@ def _get_session_for_approver(request: HttpRequest, code: Any) -> Session:
         .filter(code=code)
         .first()
     )
-    if session is None or not _may_act_on(request.user, session):
+    if session is None or not oversight.may(request.user, oversight.TERMINATE, session):
         raise Http404("No such session.")
     return session
 
@@ -132,7 +124,7 @@ def live_sessions(request: HttpRequest) -> HttpResponse:
         {
             "session": s,
             "gateway_alive": alive.get(s.gateway_id),
-            "may_act": _may_act_on(request.user, s),
+            "may_act": oversight.may(request.user, oversight.TERMINATE, s),
         }
         for s in sessions
     ]
@@ -203,7 +195,10 @@ def signal_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def zone_policy(request: HttpRequest, code: Any) -> HttpResponse:
     _require_overseer(request)
-    zone = get_object_or_404(Zone.objects.select_related("site"), code=code)
+    zone = get_object_or_404(
+        oversight.visible(request.user, Zone.objects.select_related("site"), oversight.CONFIGURE),
+        code=code,
+    )
     rules = {r.severity: r for r in ResponseRule.objects.filter(zone=zone)}
     labels = dict(ResponseRule.Action.choices)
     responses = []

@@ -9,7 +9,6 @@ code, a code that is not a UUID, a path — is a 404.
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from csp.decorators import csp_update
@@ -19,13 +18,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from broker import audit
+from broker import audit, oversight
 from broker.identity import (
     client_ip,
 )
 from sessions.evidence import bundle as evidence
 from sessions.evidence import review
-from sessions.live.feed import may_watch
 from sessions.models import Session
 
 LIST_LIMIT = 200
@@ -42,16 +40,6 @@ def visible_session(request: HttpRequest, code: UUID) -> Session:
     if session is None:
         raise Http404("No such session.")
     return session
-
-
-def _may_export(user: Any, session: Session) -> bool:
-    """Auditors and admins export any session they see; approvers their zones'."""
-    return bool(
-        user.is_auditor
-        or user.is_staff
-        or user.is_superuser
-        or (not user.is_vendor_user and may_watch(user, session))
-    )
 
 
 # --- review ---------------------------------------------------------------------------
@@ -115,8 +103,9 @@ def session_detail(request: HttpRequest, code: UUID) -> HttpResponse:
             "timeline": review.timeline(session),
             "is_video": review.media_type(session).startswith("video/"),
             "ended_by": getattr(review.end_event(session), "actor", ""),
-            "may_export": _may_export(request.user, session) and not session.is_live,
-            "may_watch": session.is_live and may_watch(request.user, session),
+            "may_export": oversight.may(request.user, oversight.EXPORT, session)
+            and not session.is_live,
+            "may_watch": session.is_live and oversight.may(request.user, oversight.WATCH, session),
             "key_fingerprint": evidence.public_key_fingerprint(),
         },
     )
@@ -175,7 +164,7 @@ def byte_range(header: str, size: int) -> tuple[int, int] | None:
 @require_GET
 def session_evidence(request: HttpRequest, code: UUID) -> HttpResponse:
     session = visible_session(request, code)
-    if not _may_export(request.user, session):
+    if not oversight.may(request.user, oversight.EXPORT, session):
         raise PermissionDenied("Only auditors and the zone's approvers export evidence.")
     check, content = review.verified_recording(session)
     if content is None:

@@ -36,7 +36,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from broker import audit
+from broker import audit, oversight
 from broker.models import Device, Grant, User
 from sessions.anomalies.models import Signal
 from sessions.anomalies.response import raise_signal
@@ -57,7 +57,6 @@ from sessions.live.closing import CLOSE_BAD_MESSAGE, CLOSE_ENDED, CLOSE_REFUSED
 from sessions.live.control import ControlChannelLost
 from sessions.live.control import watch as put_under_control
 from sessions.live.core import DeviceError, LiveSession, close_session_row, open_session_row
-from sessions.live.feed import may_watch
 from sessions.live.recording import (
     AsciicastWriter,
     RecordingError,
@@ -688,14 +687,13 @@ async def _await_logon(live: RDPLiveSession) -> None:
 
 
 def find_rdp_watchable(user: User, code: str) -> Session | None:
-
     session = (
         Session.objects.visible_to(user)
         .select_related("user", "device")
         .filter(code=code, protocol="rdp")
         .first()
     )
-    if session is None or not session.is_live or not may_watch(user, session):
+    if session is None or not session.is_live or not oversight.may(user, oversight.WATCH, session):
         return None
     return session
 

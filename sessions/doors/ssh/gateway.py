@@ -45,7 +45,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from broker import audit
-from broker.access import AccessDenied, authorize
+from broker.access import AccessDenied, Decision, authorize
 from broker.models import Device, Grant, SSHPublicKey, User
 from sessions.doors.ssh.sftp import DeviceSFTP
 from sessions.live import control as live_control
@@ -148,13 +148,13 @@ def key_belongs_to(user: User, fingerprint: str) -> bool:
     return SSHPublicKey.objects.filter(user=user, fingerprint=fingerprint).exists()
 
 
-def decide(user: User, device: Device, source_ip: str | None, fingerprint: str) -> Grant:
+def decide(user: User, device: Device, source_ip: str | None, fingerprint: str) -> Decision:
     """authorize() for the gateway; records the key's use. Raises AccessDenied."""
-    grant = authorize(user, device, protocol="ssh", at=timezone.now(), source_ip=source_ip)
+    decision = authorize(user, device, protocol="ssh", at=timezone.now(), source_ip=source_ip)
     SSHPublicKey.objects.filter(user=user, fingerprint=fingerprint).update(
         last_used_at=timezone.now()
     )
-    return grant
+    return decision
 
 
 def record_denial(
@@ -295,6 +295,7 @@ class GatewayServer(asyncssh.SSHServer):
         self.fingerprint = ""
         self.otp_failures = 0
         self.grant: Grant | None = None
+        self.code_required = True  # until authorize() says otherwise
         self.live: LiveSession | None = None
         self.channels: set[VendorChannel] = set()
 
@@ -369,7 +370,7 @@ class GatewayServer(asyncssh.SSHServer):
         self.fingerprint = key.get_fingerprint("sha256")
         if not await self._authorize():
             return False
-        if login.device.zone.requires_connection_otp:
+        if self.code_required:
             self.key_ok = True  # partial success: keyboard-interactive next
             return False
         return await self._connect_device()
@@ -430,7 +431,7 @@ class GatewayServer(asyncssh.SSHServer):
         login = self.login
         assert login is not None and login.user is not None and login.device is not None
         try:
-            self.grant = await database_sync_to_async(decide)(
+            decision = await database_sync_to_async(decide)(
                 login.user, login.device, self.peer, self.fingerprint
             )
         except AccessDenied as denial:
@@ -439,6 +440,8 @@ class GatewayServer(asyncssh.SSHServer):
                 self.gateway.spawn, login.user, login.device, denial, self.peer
             )
             return False
+        self.grant = decision.grant
+        self.code_required = decision.connection_code_required
         return True
 
     async def _connect_device(self) -> bool:

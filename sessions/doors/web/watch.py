@@ -23,10 +23,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from broker import audit
+from broker import audit, oversight
 from broker.models import User
 from sessions.live.closing import CLOSE_REFUSED
-from sessions.live.feed import group_name, may_watch
+from sessions.live.feed import group_name
 from sessions.live.recording import recordings_dir
 from sessions.live.websocket import scope_client_ip, websocket_user
 from sessions.models import Session
@@ -51,7 +51,7 @@ def find_watchable(user: User, code: str) -> Session | None:
         session is None
         or not session.is_live
         or session.protocol != "ssh"
-        or not may_watch(user, session)
+        or not oversight.may(user, oversight.WATCH, session)
     ):
         return None
     return session
