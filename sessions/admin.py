@@ -27,7 +27,16 @@ def _show_secret_once(request: HttpRequest, sensor: Sensor, secret: str) -> None
 @admin.register(Sensor)
 class SensorAdmin(AuditedAdmin):
     list_display = ["name", "description", "is_active", "rate_per_minute", "last_seen_at"]
-    fields = ["name", "description", "is_active", "rate_per_minute", "last_seen_at", "created_at"]
+    fields = [
+        "name",
+        "description",
+        "is_active",
+        "zones",
+        "rate_per_minute",
+        "last_seen_at",
+        "created_at",
+    ]
+    filter_horizontal = ["zones"]
     readonly_fields = ["last_seen_at", "created_at"]
     actions = ["rotate_secret"]
 

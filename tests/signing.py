@@ -7,17 +7,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from broker.models import Zone
 from sessions.anomalies.intake import signed_headers
 from sessions.models import Sensor
 
 DATA = Path(__file__).parent / "data"
 
 
-def create_sensor(name: str = "zeek-ot-1", **kw: Any) -> tuple[Sensor, str]:
+def create_sensor(name: str = "zeek-ot-1", *, zones: Any = None, **kw: Any) -> tuple[Sensor, str]:
+    """A sensor bound to `zones` (default: every zone that exists now)."""
     secret = Sensor.new_secret()
     sensor = Sensor(name=name, **kw)
     sensor.set_secret(secret)
     sensor.save()
+    sensor.zones.set(Zone.objects.all() if zones is None else zones)
     return sensor, secret
 
 

@@ -104,6 +104,10 @@ def test_seed_demo_creates_a_demo_sensor_whose_secret_signs(db: Any, capsys: Any
     again = json.loads(capsys.readouterr().out)["sensor"]
     assert first == again and first["name"] == "demo-sensor"
     assert Sensor.objects.get(name="demo-sensor").secret() == first["secret"]
+    demo_sensor = Sensor.objects.get(name="demo-sensor")
+    assert (
+        demo_sensor.zones.filter(devices__slug="demo-plc").count() == demo_sensor.zones.count() == 1
+    )
 
 
 def test_the_readme_curl_and_openssl_example_is_accepted(portal: Any) -> None:

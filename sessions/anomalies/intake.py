@@ -34,7 +34,7 @@ from django.db.models import Q
 
 from broker import audit
 from broker.models import Device, User
-from sessions.anomalies.formats import FormatError, Report, parse
+from sessions.anomalies.formats import FormatError, Report, parse_records
 from sessions.anomalies.models import Sensor, Signal, SignalReceipt
 from sessions.anomalies.response import raise_signal
 from sessions.models import Session
@@ -74,9 +74,17 @@ def signed_headers(
     }
 
 
-def authenticate(headers: Mapping[str, str], body: bytes, *, at: datetime) -> Sensor:
-    """Return the sensor that signed this request, or raise Rejected.
-    On success the request id is spent (a replay of it is refused)."""
+# Unknown sensor and bad signature get one answer, so the endpoint does not
+# tell a prober which sensor names exist.
+NOT_SIGNED = "unknown sensor or bad signature"
+
+
+def authenticate(
+    headers: Mapping[str, str], body: bytes, *, at: datetime
+) -> tuple[Sensor, list[Report | FormatError | None]]:
+    """Return the sensor that signed this request and the parsed records,
+    or raise Rejected. Only a signed, well-formed body spends the request
+    id (a replay of it is refused); a hostile one spends nothing."""
     name = headers.get("X-Airlock-Sensor", "")
     ts = headers.get("X-Airlock-Timestamp", "")
     nonce = headers.get("X-Airlock-Id", "")
@@ -89,9 +97,8 @@ def authenticate(headers: Mapping[str, str], body: bytes, *, at: datetime) -> Se
         )
     if not TS_RE.match(ts) or not ID_RE.match(nonce) or len(name) > 63:
         raise Rejected(401, "malformed authentication headers", attack="malformed_headers")
-    sensor = Sensor.objects.filter(name=name, is_active=True).first()
-    if sensor is None:
-        raise Rejected(401, "unknown sensor", attack="unknown_sensor")
+    # Checked before the sensor is looked up, so neither answer depends on
+    # whether the name exists.
     skew = abs(at.timestamp() - int(ts))
     if skew > MAX_SKEW.total_seconds():
         raise Rejected(
@@ -101,15 +108,23 @@ def authenticate(headers: Mapping[str, str], body: bytes, *, at: datetime) -> Se
         )
     if len(body) > MAX_BODY:
         raise Rejected(413, f"body larger than {MAX_BODY} bytes")
+    sensor = Sensor.objects.filter(name=name, is_active=True).first()
+    if sensor is None:
+        signature("unknown-sensor", ts, nonce, body)  # same work as a known one
+        raise Rejected(401, NOT_SIGNED, attack="unknown_sensor")
     expected = signature(sensor.secret(), ts, nonce, body)
     if not hmac.compare_digest(expected.encode(), sig.encode()):
-        raise Rejected(401, "bad signature", attack="bad_signature")
+        raise Rejected(401, NOT_SIGNED, attack="bad_signature")
+    try:
+        records = parse_records(body)
+    except FormatError as exc:
+        raise Rejected(400, str(exc)) from None
     try:
         with transaction.atomic():
             SignalReceipt.objects.create(sensor=sensor, nonce=nonce, received_at=at)
     except IntegrityError:
         raise Rejected(401, "this X-Airlock-Id was already used", attack="replayed_id") from None
-    return sensor
+    return sensor, records
 
 
 def rejected(exc: Rejected, headers: Mapping[str, str], source_ip: str | None) -> None:
@@ -126,33 +141,46 @@ def rejected(exc: Rejected, headers: Mapping[str, str], source_ip: str | None) -
     )
 
 
+class UnknownDevice(Rejected):
+    """No device matches: for a Zeek or Suricata record (a batch mostly
+    about other hosts) that is not an error, only not ours."""
+
+
 @dataclass
 class Match:
     device: Device
     sessions: list[Session]
     user: User | None
     address: str | None
+    # False when the named user has no grant or live session on the device:
+    # a sensor must not lock someone by naming them (alert only).
+    acts: bool = True
 
 
-def resolve(report: Report) -> Match:
+def resolve(report: Report, sensor: Sensor, *, at: datetime) -> Match:
     """The device a report is about and the live sessions it touches.
-    Raises Rejected(422) for an unknown device, user or session."""
+    Raises Rejected: 403 for a device outside the sensor's zones, 422 for an
+    unknown device, user or session."""
     device = None
     address = None
     for ref in report.devices:
-        device = find_device(ref)
+        device = find_device(ref, report.ports.get(ref))
         if device is not None:
             address = ref if _is_address(ref) else None
             break
     if device is None:
-        raise Rejected(422, f"no device has the slug or address {', '.join(report.devices)}")
+        raise UnknownDevice(422, f"no device has the slug or address {', '.join(report.devices)}")
+    if not sensor.zones.filter(pk=device.zone_id).exists():
+        raise Rejected(403, f"this sensor may not report about devices in zone {device.zone}")
     live = Session.objects.live().filter(device=device).select_related("user__vendor", "grant")
     user = None
+    acts = True
     if report.user:
         user = User.objects.filter(username=report.user, vendor__isnull=False).first()
         if user is None:
             raise Rejected(422, f"no vendor user is called {report.user}")
         live = live.filter(user=user)
+        acts = live.exists() or user.grants.live(at).filter(device=device).exists()
     if report.session:
         session = Session.objects.filter(code=report.session).first()
         # A sensor may only name a session on the device it reports about
@@ -168,19 +196,30 @@ def resolve(report: Report) -> Match:
                 + (f" by {user.username}" if user else ""),
             )
         live = live.filter(pk=session.pk)
-    return Match(device=device, sessions=list(live), user=user, address=address)
+    return Match(device=device, sessions=list(live), user=user, address=address, acts=acts)
 
 
-def find_device(ref: str) -> Device | None:
-    if _is_address(ref):
-        text = str(ipaddress.ip_address(ref))
-        return (
-            Device.objects.filter(Q(ssh_host=text) | Q(rdp_host=text))
-            .select_related("zone")
-            .order_by("pk")
-            .first()
-        )
-    return Device.objects.filter(slug=ref).select_related("zone").first()
+def find_device(ref: str, port: int | None = None) -> Device | None:
+    """The device with this slug, or at this address. Devices may share an
+    address (a NAT, a gateway in front of several PLCs): then the port seen
+    with it decides, and without a port that tells them apart, none does."""
+    if not _is_address(ref):
+        return Device.objects.filter(slug=ref).select_related("zone").first()
+    text = str(ipaddress.ip_address(ref))
+    candidates = list(
+        Device.objects.filter(Q(ssh_host=text) | Q(rdp_host=text))
+        .select_related("zone")
+        .order_by("pk")
+    )
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    by_port = [
+        d
+        for d in candidates
+        if (d.ssh_host == text and d.ssh_port == port)
+        or (d.rdp_host == text and d.rdp_port == port)
+    ]
+    return by_port[0] if len(by_port) == 1 else None
 
 
 def _is_address(ref: str) -> bool:
@@ -191,55 +230,62 @@ def _is_address(ref: str) -> bool:
         return False
 
 
-def accept(sensor: Sensor, body: bytes, *, at: datetime, source_ip: str | None) -> dict[str, Any]:
-    """Parse an authenticated body and raise its signals. Raises Rejected
-    (400 malformed, 422 unknown device/user/session, 429 rate limited)."""
+def accept(
+    sensor: Sensor,
+    records: list[Report | FormatError | None],
+    *,
+    at: datetime,
+    source_ip: str | None,
+) -> tuple[int, dict[str, Any]]:
+    """Raise the signals of an authenticated request, record by record: a
+    bad record is refused alone and the good ones are stored and acted on.
+    Returns (HTTP status, body): 202 when every record was accepted or
+    skipped, 207 when some were refused, and for a request whose one record
+    is refused that record's status (raised as Rejected)."""
     if not sensor.take_token(at):
         raise Rejected(429, "rate limit for this sensor exceeded; retry later")
     Sensor.objects.filter(pk=sensor.pk).update(last_seen_at=at)
-    try:
-        reports, skipped = parse(body)
-    except FormatError as exc:
-        raise Rejected(400, str(exc)) from None
-    matches: list[tuple[Report, Match]] = []
-    unknown: list[str] = []
-    for report in reports:
-        try:
-            matches.append((report, resolve(report)))
-        except Rejected as exc:
-            # A batch from Zeek or Suricata mostly concerns other hosts; a
-            # generic signal names one device and must match it.
-            if report.format == "generic" or len(reports) == 1:
-                raise
-            unknown.append(str(exc))
-    if not matches:
-        raise Rejected(
-            422,
-            "no record in this request concerns a device Airlock knows"
-            if reports
-            else "no alert records in this request",
-        )
+    results: list[dict[str, Any]] = []
     signals: list[Signal] = []
-    for report, match in matches:
-        signals.append(
-            raise_signal(
-                origin=Signal.Origin.SENSOR,
-                kind=report.kind,
-                severity=report.severity,
-                detail=report.detail,
-                device=match.device,
-                sessions=match.sessions,
-                user=match.user,
-                sensor=sensor,
-                format=report.format,
-                address=match.address,
-                raw=report.raw,
-                source_ip=source_ip,
-            )
+    for n, record in enumerate(records, 1):
+        try:
+            if isinstance(record, FormatError):
+                raise Rejected(400, str(record))
+            if record is None:
+                results.append({"record": n, "status": 204, "result": "skipped"})
+                continue
+            match = resolve(record, sensor, at=at)
+        except Rejected as exc:
+            if len(records) == 1:
+                raise
+            if isinstance(exc, UnknownDevice) and record.format != "generic":
+                results.append({"record": n, "status": 204, "result": "ignored", "why": str(exc)})
+                continue
+            results.append({"record": n, "status": exc.status, "error": str(exc)})
+            continue
+        signal = raise_signal(
+            origin=Signal.Origin.SENSOR,
+            kind=record.kind,
+            severity=record.severity,
+            detail=record.detail,
+            device=match.device,
+            sessions=match.sessions if match.acts else [],
+            user=match.user,
+            sensor=sensor,
+            format=record.format,
+            address=match.address,
+            raw=record.raw,
+            source_ip=source_ip,
+            alert_only=not match.acts,
         )
-    return {
+        signals.append(signal)
+        results.append({"record": n, "status": 202, "signal": str(signal.code)})
+    refused = [r for r in results if r["status"] >= 400]
+    body = {
         "accepted": len(signals),
-        "ignored": len(unknown) + skipped,
+        "refused": len(refused),
+        "ignored": len(results) - len(signals) - len(refused),
+        "results": results,
         "signals": [
             {
                 "code": str(s.code),
@@ -251,3 +297,4 @@ def accept(sensor: Sensor, body: bytes, *, at: datetime, source_ip: str | None) 
             for s in signals
         ],
     }
+    return (207 if refused else 202), body

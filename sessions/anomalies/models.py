@@ -61,6 +61,13 @@ class Sensor(models.Model):
     tokens_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    # Deny by default: a sensor with no zone may report about no device.
+    zones = models.ManyToManyField(
+        Zone,
+        blank=True,
+        related_name="sensors",
+        help_text="Zones whose devices this sensor may report about; none means none.",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -43,9 +43,12 @@ def raise_signal(
     address: str | None = None,
     raw: dict[str, Any] | None = None,
     source_ip: str | None = None,
+    alert_only: bool = False,
 ) -> Signal:
     """Store a signal, apply the zone's response, audit both. Returns the
-    Signal with `actions` saying what was done."""
+    Signal with `actions` saying what was done. `alert_only` stores it and
+    alerts approvers but ends no access (a sensor naming a user who holds
+    nothing on the device)."""
     sessions = list(sessions)
     signal = Signal.objects.create(
         origin=origin,
@@ -63,6 +66,8 @@ def raise_signal(
         signal.sessions.set(sessions)
     zone = device.zone if device is not None else None
     actions, lock_for = response_for(zone, severity)
+    if alert_only:
+        actions, lock_for, sessions = [Action.ALERT], None, []
     done = respond(signal, sessions, actions, lock_for)
     signal.actions = done
     signal.save(update_fields=["actions"])

@@ -53,12 +53,12 @@ def signals_intake_view(request: HttpRequest) -> HttpResponse:
     }
     try:
         body = _bounded_body(request)
-        sensor = signals_intake.authenticate(headers, body, at=now)
-        result = signals_intake.accept(sensor, body, at=now, source_ip=source_ip)
+        sensor, records = signals_intake.authenticate(headers, body, at=now)
+        status, result = signals_intake.accept(sensor, records, at=now, source_ip=source_ip)
     except signals_intake.Rejected as exc:
         signals_intake.rejected(exc, headers, source_ip)
         return JsonResponse({"error": str(exc)}, status=exc.status)
-    return JsonResponse(result, status=202)
+    return JsonResponse(result, status=status)
 
 
 def _bounded_body(request: HttpRequest) -> bytes:

@@ -254,6 +254,7 @@ def show_gateway(out: dict[str, Any]) -> list[str]:
 def seed_sensor(demo: Demo) -> None:
     """A demo sensor for the signed signal endpoint (sessions/anomalies/intake.py):
     its secret is remembered like the passwords, so reruns print the same."""
+    from broker.models import Device
     from sessions.models import Sensor
 
     secret = demo.secret("sensor", Sensor.new_secret)
@@ -264,6 +265,9 @@ def seed_sensor(demo: Demo) -> None:
         sensor.set_secret(secret)
         sensor.is_active = True
         sensor.save()
+    # Sensors are scoped to zones (deny by default): the demo sensor may
+    # report about the demo plant's zone only.
+    sensor.zones.add(Device.objects.get(slug=demo.out["inventory"]["device"]["slug"]).zone)
     demo.out["sensor"] = {"name": sensor.name, "secret": secret}
 
 
