@@ -96,7 +96,9 @@ def test_sftp_download_is_logged_with_the_right_sha256(make_ssh_vendor, tmp_path
 
 
 def test_sftp_download_is_refused_without_download_permission(make_ssh_vendor, tmp_path):
-    v = make_ssh_vendor(grant={"allow_download": False})
+    # Uploads granted so the vendor may look around (metadata needs some
+    # file transfer); reading contents still needs a download grant.
+    v = make_ssh_vendor(grant={"allow_upload": True, "allow_download": False})
     path = _device_file(f"secret-{uuid.uuid4().hex}.cfg", b"recipe\n")
     result = v.sftp(f"get {path} {tmp_path / 'x'}\n")
     assert result.returncode != 0
@@ -105,7 +107,7 @@ def test_sftp_download_is_refused_without_download_permission(make_ssh_vendor, t
 
 
 def test_sftp_listing_shows_the_devices_files_not_the_gateways(make_ssh_vendor):
-    v = make_ssh_vendor()
+    v = make_ssh_vendor(grant={"allow_download": True})
     marker = f"only-on-device-{uuid.uuid4().hex}"
     _device_file(marker, b"x")
     result = v.sftp(f"ls /home/{DEVICE_USER}\nls /etc/passwd\n")

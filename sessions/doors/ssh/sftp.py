@@ -10,9 +10,14 @@ so the same checks and logs apply.
 
 Per file the gateway logs path, direction, size and SHA-256 (FileTransfer
 rows and the audit chain). The grant decides per direction: writes and
-changes need `allow_upload`, reading file contents needs `allow_download`;
-listing and stat are always allowed so the vendor can look around. A refusal
-is an SFTP "permission denied" plus a sentence on the vendor's stderr.
+changes need `allow_upload`, reading file contents needs `allow_download`,
+and metadata (listing, stat, readlink, realpath, statvfs) needs either. This is
+an allow-list: every request the SFTP server answers is classified as read,
+write or metadata here, anything not classified (unknown extended requests,
+SFTPv5+ opens, locks) is refused by asyncssh or by the stubs below, and a
+handle is only read from or written to in the direction it was opened for
+(an open with no flags at all is a read). A refusal is an SFTP "permission
+denied" plus a sentence on the vendor's stderr.
 """
 
 from __future__ import annotations
@@ -37,10 +42,21 @@ class _Transfer:
     """An open file: where it is, which way it goes, and its running hash
     while the vendor reads or writes it in order."""
 
-    def __init__(self, path: bytes, remote: asyncssh.SFTPClientFile, direction: str) -> None:
+    def __init__(
+        self,
+        path: bytes,
+        remote: asyncssh.SFTPClientFile,
+        direction: str,
+        readable: bool,
+        writable: bool,
+    ) -> None:
         self.path = path
         self.remote = remote
         self.direction = direction
+        # What the open was allowed for: read() and write() check these, so
+        # a handle opened for writing cannot be used to read (or vice versa).
+        self.readable = readable
+        self.writable = writable
         self.hash = hashlib.sha256()
         self.next_offset = 0
         self.in_order = True
@@ -97,6 +113,26 @@ class DeviceSFTP(asyncssh.SFTPServer):
                 f"uploads or changes on {self.live.device_slug}",
             )
 
+    def _need_download(self, path: bytes, what: str) -> None:
+        if not self.live.allow_download:
+            self._refuse(
+                path,
+                FileTransfer.Direction.DOWNLOAD,
+                f"{what} {_text(path)} refused: your grant does not allow "
+                f"downloads from {self.live.device_slug}",
+            )
+
+    def _need_metadata(self, path: bytes) -> None:
+        """Listing and stat reveal what is on the device: allowed only when
+        the grant allows some file transfer at all."""
+        if not (self.live.allow_upload or self.live.allow_download):
+            self._refuse(
+                path,
+                FileTransfer.Direction.DOWNLOAD,
+                f"looking at {_text(path)} refused: your grant does not allow "
+                f"file transfer on {self.live.device_slug}",
+            )
+
     # Paths are the device's: nothing maps them onto the gateway's disk.
     def map_path(self, path: bytes) -> bytes:
         return path
@@ -114,29 +150,39 @@ class DeviceSFTP(asyncssh.SFTPServer):
 
     async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> _Transfer:  # type: ignore[override]
         writing = bool(pflags & WRITE_FLAGS)
+        # No flags at all still opens the file read-only on the device, so
+        # anything that is not purely a write counts as a read.
+        reading = bool(pflags & FXF_READ) or not writing
         if writing:
             self._need_upload(path, "upload of")
-        if pflags & FXF_READ and not self.live.allow_download:
-            self._refuse(
-                path,
-                FileTransfer.Direction.DOWNLOAD,
-                f"download of {_text(path)} refused: your grant does not allow "
-                f"downloads from {self.live.device_slug}",
-            )
+        if reading:
+            self._need_download(path, "download of")
         client = await self._device()
         remote = await client.open(path, pflags, attrs, encoding=None)
         direction = FileTransfer.Direction.UPLOAD if writing else FileTransfer.Direction.DOWNLOAD
-        return _Transfer(path, remote, direction)
+        return _Transfer(path, remote, direction, readable=reading, writable=writing)
 
     def open56(self, *args: object) -> object:
         raise asyncssh.SFTPOpUnsupported("SFTPv5+ open is not supported")
 
     async def read(self, file_obj: _Transfer, offset: int, size: int) -> bytes:  # type: ignore[override]
+        if not file_obj.readable:
+            self._refuse(
+                file_obj.path,
+                FileTransfer.Direction.DOWNLOAD,
+                "reading a handle opened for writing refused",
+            )
         data = await file_obj.remote.read(size, offset)
         file_obj.saw(offset, data)
         return data
 
     async def write(self, file_obj: _Transfer, offset: int, data: bytes) -> int:  # type: ignore[override]
+        if not file_obj.writable:
+            self._refuse(
+                file_obj.path,
+                FileTransfer.Direction.UPLOAD,
+                "writing a handle opened for reading refused",
+            )
         await file_obj.remote.write(data, offset)
         file_obj.saw(offset, data)
         return len(data)
@@ -185,25 +231,31 @@ class DeviceSFTP(asyncssh.SFTPServer):
     # -- names ------------------------------------------------------------------
 
     async def realpath(self, path: bytes) -> bytes:  # type: ignore[override]
+        self._need_metadata(path)
         result = await (await self._device()).realpath(path)
         return result if isinstance(result, bytes) else result.encode()
 
     async def stat(self, path: bytes) -> SFTPAttrs:  # type: ignore[override]
+        self._need_metadata(path)
         return await (await self._device()).stat(path)
 
     async def lstat(self, path: bytes) -> SFTPAttrs:  # type: ignore[override]
+        self._need_metadata(path)
         return await (await self._device()).lstat(path)
 
     async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:  # type: ignore[override]
+        self._need_metadata(path)
         client = await self._device()
         async for name in client.scandir(path):
             yield name
 
     async def readlink(self, path: bytes) -> bytes:  # type: ignore[override]
+        self._need_metadata(path)
         result = await (await self._device()).readlink(path)
         return result if isinstance(result, bytes) else result.encode()
 
     async def statvfs(self, path: bytes) -> object:  # type: ignore[override]
+        self._need_metadata(path)
         return await (await self._device()).statvfs(path)
 
     async def fstatvfs(self, file_obj: _Transfer) -> object:  # type: ignore[override]
