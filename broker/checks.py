@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import stat
+from pathlib import Path
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
@@ -52,6 +54,44 @@ def vault_key_problem(key: str) -> str | None:
     if len(raw) != 32:
         return f"decodes to {len(raw)} bytes, not 32"
     return None
+
+
+def loose_paths(root: Path) -> list[Path]:
+    """Paths under `root` (itself included) that another local user could read.
+
+    Directories must be 0700 and files 0600 or stricter. Symlinks are judged
+    by their target's own entry when it is walked, never followed out of root.
+    """
+    if not root.exists():
+        return []
+    loose = []
+    for path in [root, *sorted(root.rglob("*"))]:
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            continue
+        if stat.S_IMODE(mode) & 0o077:
+            loose.append(path)
+    return loose
+
+
+@register(Tags.security)
+def airlock_private_files(app_configs=None, **kwargs) -> list[Error]:
+    """Refuse to run (every command, runbroker and rungateway included) while
+    keys, the database or recordings are readable by other local users."""
+    roots = {Path(settings.VAR_DIR), Path(settings.RECORDINGS_DIR)}
+    loose = sorted({p for root in roots for p in loose_paths(root)})
+    if not loose:
+        return []
+    shown = ", ".join(f"{p} ({stat.S_IMODE(p.lstat().st_mode):04o})" for p in loose[:5])
+    more = f" and {len(loose) - 5} more" if len(loose) > 5 else ""
+    return [
+        Error(
+            f"Airlock refuses to start: {shown}{more} can be read by other users of this machine, "
+            "who could copy the keys, the database or recordings.",
+            hint=f"Run `chmod -R go-rwx {settings.VAR_DIR}` (directories 0700, files 0600).",
+            id="airlock.E010",
+        )
+    ]
 
 
 def _env_has(name: str) -> bool:

@@ -25,6 +25,20 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("AIRLOCK_VAR_DIR", BASE_DIR / "var"))
+# var/ holds keys, the SQLite database, recordings and demo secrets: any local
+# user who can read it can open the admin as the admin. Every process that
+# loads these settings creates files for its own user only, so files written
+# by code that passes no mode (SQLite's -wal/-shm, evidence, uploaded temp
+# files, libraries' key files) are 0600 and directories 0700 too.
+# broker/checks.py refuses to start when anything in var/ is looser.
+os.umask(0o077)
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and parents) as 0700. An existing looser directory is
+    left as it is, so the start-up check can refuse it and say so."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 def env(name: str, default: str = "") -> str:
@@ -67,7 +81,7 @@ def var_secret(filename: str, make: Callable[[], str]) -> str:
     """Read var/<filename>, creating it (0600) with make() on first start."""
     path = VAR_DIR / filename
     if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        private_dir(VAR_DIR)
         # Write a private temporary file, then link it into place: link()
         # fails if the name exists, so two processes starting at once agree
         # on one key and neither ever reads a half-written file.
@@ -183,7 +197,7 @@ if DATABASE_URL:
         # database): the same writer serialisation as below.
         DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
 else:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    private_dir(VAR_DIR)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -358,6 +372,9 @@ if TRUSTED_PROXIES:
 # Oversized bodies are refused by Django before a view sees them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("AIRLOCK_MAX_BODY_BYTES", 256 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Uploaded files are device data in transit: private like the rest of var/.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
