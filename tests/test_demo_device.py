@@ -175,12 +175,37 @@ def test_rundemodevice_runs_as_its_own_process(tmp_path):
             assert proc.poll() is None, log.read_text(errors="replace")
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        # A half-open client: it reads the banner, sends nothing and stays
+        # connected while the device is stopped.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             assert sock.recv(64).startswith(b"SSH-2.0-")
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(20)
+        assert proc.returncode is not None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert "Traceback" not in log.read_text(errors="replace")
+
+
+def test_stopping_the_demo_device_drops_a_half_open_client():
+    """A client that read the banner and never answered must not keep the
+    device alive: close() drops it rather than waiting for asyncssh's
+    two-minute login timeout."""
+    import socket
+
+    call_command("seed_demo", "--json", stdout=StringIO())
+    thread = GatewayThread()
+    thread.thread.start()
+    try:
+        device = thread.call(demodevice.start_demo_device("127.0.0.1", 0))
+        with socket.create_connection(("127.0.0.1", device.get_port()), timeout=20) as sock:
+            assert sock.recv(64).startswith(b"SSH-2.0-")
+            device.close()
+            thread.call(device.wait_closed())
+            # The device hung up: end of stream, not the 20 s socket timeout.
+            while chunk := sock.recv(4096):
+                assert chunk
+    finally:
+        thread.loop.call_soon_threadsafe(thread.loop.stop)

@@ -355,3 +355,24 @@ def test_a_newcomer_reaches_the_demo_plc_with_their_own_ssh_through_runbroker(
     assert demo["gateway"]["host_key_fingerprint"] in listed
     assert broker.stop() == 0
     assert not is_listening(plc)
+
+
+def test_runbroker_stops_on_ctrl_c_while_clients_hold_half_open_connections(start, broker_env):
+    """Half-open clients on the web port and the demo device (they read the
+    banner or send nothing, and stay connected) do not keep the broker alive."""
+    seeded = manage(broker_env, "seed_demo", "--json")
+    assert seeded.returncode == 0, seeded.stderr
+    web, plc = free_port(), free_port()
+    broker = start(
+        "--listen", f"127.0.0.1:{web}", "--no-gateway", "--demo-device", f"127.0.0.1:{plc}"
+    )
+    broker.wait_for(f"http://127.0.0.1:{web}/healthz")
+    with (
+        socket.create_connection(("127.0.0.1", web), timeout=10),
+        socket.create_connection(("127.0.0.1", plc), timeout=10) as device,
+    ):
+        assert device.recv(64).startswith(b"SSH-2.0-")
+        broker.proc.send_signal(signal.SIGINT)
+        broker.proc.wait(20)
+        assert broker.proc.returncode == 0, broker.output()
+    assert "Traceback" not in broker.output()

@@ -21,6 +21,7 @@ import asyncssh
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from sessions.demo.inventory import demo_device_login
 from sessions.doors.ssh.gateway import private_key_file
 
 log = logging.getLogger("airlock.demodevice")
@@ -114,9 +115,25 @@ class PLC:
         return int(args[0])
 
 
+# How long a stop waits for the listener to report closed once every
+# connection has been aborted; bounded so a stop never hangs on a client.
+STOP_SECONDS = 5.0
+
+
 class DemoServer(asyncssh.SSHServer):
-    def __init__(self, login: tuple[str, str]) -> None:
+    def __init__(self, login: tuple[str, str], conns: set[asyncssh.SSHServerConnection]) -> None:
         self.login = login
+        self.conns = conns
+
+    # Tracked so a stop can abort them: a client that opened TCP and never
+    # finished the handshake would otherwise hold wait_closed() until
+    # asyncssh's two-minute login timeout.
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        self.conns.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conns.discard(self.conn)
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -158,11 +175,36 @@ async def _session(process: asyncssh.SSHServerProcess, plc: PLC) -> None:
         process.close()
 
 
-async def start_demo_device(host: str = "127.0.0.1", port: int = 2201) -> asyncssh.SSHAcceptor:
-    """Start the simulated PLC in the running loop; returns the acceptor
-    (close() and wait_closed() stop it)."""
-    from sessions.demo.inventory import demo_device_login
+class DemoDevice:
+    """The running simulated PLC: close() stops listening and drops every
+    client, whatever state it is in; wait_closed() returns within
+    STOP_SECONDS."""
 
+    def __init__(
+        self, acceptor: asyncssh.SSHAcceptor, conns: set[asyncssh.SSHServerConnection]
+    ) -> None:
+        self.acceptor = acceptor
+        self.conns = conns
+
+    def close(self) -> None:
+        self.acceptor.close()
+        for conn in list(self.conns):
+            conn.abort()
+        self.conns.clear()
+
+    async def wait_closed(self) -> None:
+        try:
+            await asyncio.wait_for(self.acceptor.wait_closed(), timeout=STOP_SECONDS)
+        except TimeoutError:
+            log.warning("demo device listener still closing after %ss; leaving it", STOP_SECONDS)
+
+    def get_port(self) -> int:
+        return self.acceptor.get_port()
+
+
+async def start_demo_device(host: str = "127.0.0.1", port: int = 2201) -> DemoDevice:
+    """Start the simulated PLC in the running loop; close() and
+    wait_closed() on the result stop it in bounded time."""
     login = await database_sync_to_async(demo_device_login)()
     files_dir().mkdir(parents=True, exist_ok=True)
     plc = PLC()
@@ -171,8 +213,9 @@ async def start_demo_device(host: str = "127.0.0.1", port: int = 2201) -> asyncs
         await _session(process, plc)
 
     root = str(files_dir()).encode()
-    return await asyncssh.create_server(
-        lambda: DemoServer(login),
+    conns: set[asyncssh.SSHServerConnection] = set()
+    acceptor = await asyncssh.create_server(
+        lambda: DemoServer(login, conns),
         host,
         port,
         server_host_keys=[host_key()],
@@ -187,6 +230,7 @@ async def start_demo_device(host: str = "127.0.0.1", port: int = 2201) -> asyncs
         public_key_auth=False,
         config=None,
     )
+    return DemoDevice(acceptor, conns)
 
 
 def run_forever(host: str, port: int) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 import socket
@@ -33,25 +32,18 @@ from typing import Any
 
 import uvicorn
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connections
 
-log = logging.getLogger("airlock.runbroker")
+from broker.asgi import application
+from broker.celery import app
+from sessions.demo import device as demo_device
+from sessions.demo import rdp as demo_rdp
+from sessions.doors.rdp import desktop
+from sessions.doors.ssh import gateway as ssh_gateway
 
-# The module that provides the SSH gateway, and the coroutine runbroker
-# calls to start it in this loop: start_server(listen_host, listen_port)
-# returning an object with `await stop(reason)` (or asyncio server-style
-# close()/wait_closed()).
-GATEWAY_MODULE = "sessions.doors.ssh.gateway"
-# The demo's simulated PLC (`make run DEMO=1`): start_demo_device(host, port)
-# returning an acceptor with close()/wait_closed().
-DEMO_DEVICE_MODULE = "sessions.demo.device"
-# The demo's simulated HMI (`make run DEMO=1` when its Debian packages are
-# installed): start_demo_hmi(host, port) returning a device with stop().
-DEMO_RDP_MODULE = "sessions.demo.rdp"
-# Browser RDP's private desktops: clean_up_at_start() removes a dead
-# broker's leftovers before this one serves.
-RDP_MODULE = "sessions.doors.rdp.desktop"
+log = logging.getLogger("airlock.runbroker")
 
 
 def host_port(value: str) -> tuple[str, int]:
@@ -198,8 +190,6 @@ def schedule_seconds(schedule: Any) -> float:
 
 def load_jobs(schedule: dict[str, dict]) -> list[Job]:
     """Resolve every CELERY_BEAT_SCHEDULE entry now, so a typo stops the start."""
-    from broker.celery import app
-
     app.loader.import_default_modules()
     jobs = []
     for name, entry in schedule.items():
@@ -237,24 +227,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 async def start_gateway(host: str, port: int) -> Any:
-    """Start the SSH gateway in this loop, or return None when this build
-    has none (an import error inside the gateway is not hidden)."""
+    """Start the SSH gateway in this loop; it has `await stop(reason)`."""
+    return await ssh_gateway.start_server(host, port)
+
+
+async def start_demo_device(host: str, port: int) -> demo_device.DemoDevice:
+    """The simulated PLC; its close()/wait_closed() stop it in bounded time."""
     try:
-        module = importlib.import_module(GATEWAY_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != GATEWAY_MODULE:
-            raise
-        log.warning("no SSH gateway in this build (%s is missing); web portal only", GATEWAY_MODULE)
-        return None
-    return await module.start_server(host, port)
-
-
-async def start_demo_device(host: str, port: int) -> Any:
-    from django.core.exceptions import ObjectDoesNotExist
-
-    module = importlib.import_module(DEMO_DEVICE_MODULE)
-    try:
-        return await module.start_demo_device(host, port)
+        return await demo_device.start_demo_device(host, port)
     except ObjectDoesNotExist:
         raise CommandError("no demo device yet: run `manage.py seed_demo` first") from None
 
@@ -262,24 +242,13 @@ async def start_demo_device(host: str, port: int) -> Any:
 async def start_demo_rdp(host: str, port: int) -> Any:
     """The demo HMI, or None (with one log line saying why) when it cannot
     run here: the broker itself runs on without it."""
-    from django.core.exceptions import ObjectDoesNotExist
-
-    module = importlib.import_module(DEMO_RDP_MODULE)
     try:
-        return await asyncio.to_thread(module.start_demo_hmi, host, port)
+        return await asyncio.to_thread(demo_rdp.start_demo_hmi, host, port)
     except ObjectDoesNotExist:
         raise CommandError("no demo HMI yet: run `manage.py seed_demo` first") from None
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         log.warning("the demo HMI (remote desktop) is not running: %s", exc)
         return None
-
-
-async def stop_gateway(gateway: Any) -> None:
-    if hasattr(gateway, "stop"):
-        await gateway.stop("the broker is shutting down")
-    else:
-        gateway.close()
-        await gateway.wait_closed()
 
 
 @dataclass
@@ -304,10 +273,7 @@ class Broker:
         sock = listening_socket(*self.web)
         # Remote desktops a dead broker left behind go before anything new
         # starts (uvicorn's lifespan, which would do it, is off here).
-        await asyncio.to_thread(importlib.import_module(RDP_MODULE).clean_up_at_start)
-
-        from broker.asgi import application
-
+        await asyncio.to_thread(desktop.clean_up_at_start)
         server = _Uvicorn(
             uvicorn.Config(
                 application,
@@ -352,7 +318,7 @@ class Broker:
         finally:
             self.stopping.set()
             if gateway is not None:
-                await stop_gateway(gateway)
+                await gateway.stop("the broker is shutting down")
             if demo is not None:
                 demo.close()
                 await demo.wait_closed()
