@@ -21,7 +21,7 @@ import pytest
 from broker.models import AuditEvent, Device
 from sessions.models import Session
 from tests.conftest import free_port, stop_thread_loop
-from tests.sshd import (  # noqa: F401  (fixtures)
+from tests.support.sshd import (  # noqa: F401  (fixtures)
     GatewayThread,
     device_sshd,
     ended_sessions,

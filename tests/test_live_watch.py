@@ -19,8 +19,8 @@ from sessions.doors.web import terminal
 from sessions.live.core import LiveSession
 from sessions.live.revocation import revoke
 from sessions.models import Command, Session
-from tests.browser_session import session_cookie
-from tests.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
+from tests.support.browser_session import session_cookie
+from tests.support.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
 from tests.test_terminal_consumer import (
     HOST,
     ORIGIN,
@@ -156,7 +156,7 @@ def test_watch_from_another_origin_is_refused(scene):
 
 
 def test_watch_page_is_for_the_zones_approvers(scene, verified_client):
-    from tests.recordings import recorded_session
+    from tests.support.recordings import recorded_session
 
     session = recorded_session(scene["vendor"], scene["device"], scene["grant"])
     Session.objects.filter(pk=session.pk).update(ended_at=None)
@@ -168,7 +168,7 @@ def test_watch_page_is_for_the_zones_approvers(scene, verified_client):
 
 
 def test_watcher_falls_back_to_the_recording_when_no_holder_answers(scene):
-    from tests.recordings import recorded_session
+    from tests.support.recordings import recorded_session
 
     session = recorded_session(scene["vendor"], scene["device"], scene["grant"])
     Session.objects.filter(pk=session.pk).update(ended_at=None)

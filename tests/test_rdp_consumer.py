@@ -26,9 +26,9 @@ from sessions.doors.rdp.rfb import PROTOCOL_VERSION
 from sessions.doors.web import terminal
 from sessions.live.recording import recordings_dir
 from sessions.models import Session
-from tests.browser_session import session_cookie
-from tests.rdpserver import DEVICE_PASSWORD, rdp_server, rdp_vendor  # noqa: F401  (fixtures)
-from tests.sshd import wait_for
+from tests.support.browser_session import session_cookie
+from tests.support.rdpserver import DEVICE_PASSWORD, rdp_server, rdp_vendor  # noqa: F401  (fixtures)
+from tests.support.sshd import wait_for
 
 pytestmark = [pytest.mark.rdp, pytest.mark.django_db(transaction=True)]
 
@@ -457,7 +457,7 @@ def test_a_stopped_video_recorder_ends_the_session(rdp_vendor):
 
 
 def test_tls_only_device_blocks_input_until_a_logon_that_never_comes(rdp_vendor, settings):
-    from tests.rdpserver import pin_rdp_device, start_rdp_server
+    from tests.support.rdpserver import pin_rdp_device, start_rdp_server
 
     tls_server = start_rdp_server(security="tls")
     try:
@@ -711,8 +711,8 @@ def test_the_desktop_of_a_killed_broker_process_dies_with_it(rdp_server, tmp_pat
     import sys
     import textwrap
 
-    from tests.rdpserver import DEVICE_PASSWORD as PASSWORD
-    from tests.rdpserver import DEVICE_USER as ACCOUNT
+    from tests.support.rdpserver import DEVICE_PASSWORD as PASSWORD
+    from tests.support.rdpserver import DEVICE_USER as ACCOUNT
 
     run_dir = Path(tempfile_dir())
     script = textwrap.dedent(f"""

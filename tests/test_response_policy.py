@@ -20,7 +20,7 @@ from broker.models import Lock
 from sessions.anomalies.models import DEFAULT_RESPONSES, response_for
 from sessions.anomalies.response import raise_signal
 from sessions.models import ResponseRule, Session, Signal
-from tests.signing import create_sensor, post_signal
+from tests.support.signing import create_sensor, post_signal
 
 
 @pytest.fixture(autouse=True)

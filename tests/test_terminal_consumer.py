@@ -23,8 +23,8 @@ from broker.models import AuditEvent
 from sessions.doors.web import terminal
 from sessions.live.revocation import revoke
 from sessions.models import Command, Session
-from tests.browser_session import session_cookie
-from tests.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
+from tests.support.browser_session import session_cookie
+from tests.support.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 

@@ -10,7 +10,7 @@ from typing import Any
 from sessions.anomalies.intake import signed_headers
 from sessions.models import Sensor
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 
 
 def create_sensor(name: str = "zeek-ot-1", **kw: Any) -> tuple[Sensor, str]:
