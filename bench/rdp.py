@@ -328,8 +328,8 @@ def main() -> None:
     server = world["server"]
     from playwright.sync_api import sync_playwright
 
-    from tests.support.browser_session import session_cookie
     from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+    from tests.support.browser_session import session_cookie
     from tests.support.rdpserver import BACKGROUND
 
     uvicorn_proc, port = start_uvicorn(tmp)

@@ -11,9 +11,9 @@ from django.urls import reverse
 from broker.models import ApprovalRule, ApproverGroup, TOTPDevice
 from sessions.live.revocation import revoke
 from sessions.models import Command, Session
+from tests.conftest import SCREENSHOTS, totp_now
 from tests.support.asgi_server import asgi_server  # noqa: F401  (fixture)
 from tests.support.browser_session import session_cookie
-from tests.conftest import SCREENSHOTS, totp_now
 from tests.support.sshd import device_sshd, pin_device, wait_for  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.sshd, pytest.mark.django_db(transaction=True)]

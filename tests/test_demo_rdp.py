@@ -27,8 +27,8 @@ from sessions.demo import rdp as demordp
 from sessions.doors.rdp import consumer as rdp_consumer
 from sessions.doors.rdp.desktop import fetch_certificate_fingerprint
 from sessions.models import Session
-from tests.support.browser_session import session_cookie
 from tests.conftest import free_port
+from tests.support.browser_session import session_cookie
 from tests.support.rdpserver import need_programs
 from tests.test_rdp_consumer import Browser, communicator, run
 from tests.test_runbroker import BASE_DIR, broker_env, start  # noqa: F401  (fixtures)
