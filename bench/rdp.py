@@ -4,7 +4,7 @@ latency against a direct xfreerdp, and the cost of one session.
     .venv/bin/python bench/rdp.py [--keys 200] [--opens 5] [--seconds 10]
 
 Set-up: the device is FreeRDP's shadow server on an Xvfb display (the same
-fixture as the tests, tests/rdpserver.py: a painted background and an xterm
+fixture as the tests, tests/support/rdpserver.py: a painted background and an xterm
 running `cat`); the portal is `uvicorn broker.asgi:application` as its own
 process on a fresh SQLite database; the browser is Debian's chromium via
 Playwright with a signed-in, OTP-verified vendor.
@@ -118,7 +118,7 @@ def setup_world(tmp: Path) -> dict:
     from django.utils import timezone
 
     from broker.models import Device, Grant, Site, User, Vendor, Zone
-    from tests.rdpserver import pin_rdp_device, start_rdp_server
+    from tests.support.rdpserver import pin_rdp_device, start_rdp_server
 
     server = start_rdp_server()
     site = Site.objects.create(slug="bench", name="Bench", timezone="UTC")
@@ -251,7 +251,7 @@ class X:
 
 
 def direct_samples(server, keys: int) -> list[float]:
-    from tests.rdpserver import DEVICE_PASSWORD, DEVICE_USER
+    from tests.support.rdpserver import DEVICE_PASSWORD, DEVICE_USER
 
     read_fd, write_fd = os.pipe()
     xvfb = subprocess.Popen(
@@ -328,9 +328,9 @@ def main() -> None:
     server = world["server"]
     from playwright.sync_api import sync_playwright
 
-    from tests.browser_session import session_cookie
     from tests.conftest import CHROMIUM, CHROMIUM_ARGS
-    from tests.rdpserver import BACKGROUND
+    from tests.support.browser_session import session_cookie
+    from tests.support.rdpserver import BACKGROUND
 
     uvicorn_proc, port = start_uvicorn(tmp)
     base = f"http://127.0.0.1:{port}"

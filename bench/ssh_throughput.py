@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.mib * 1024 * 1024
     world = build()
-    from tests.sshd import DEVICE_USER
+    from tests.support.sshd import DEVICE_USER
 
     path = f"/home/{DEVICE_USER}/airlock-bench-{os.getpid()}.txt"
     try:

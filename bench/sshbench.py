@@ -2,7 +2,7 @@
 ssh_concurrency.py). Not a benchmark itself.
 
 It builds, on this machine and in one run:
-- the device: Debian's sshd on a free port (tests/sshd.py; needs root for
+- the device: Debian's sshd on a free port (tests/support/sshd.py; needs root for
   its local account), with the benchmark's key authorised for the direct and
   ProxyJump baselines;
 - a jump host: a second sshd, for the OpenSSH ProxyJump baseline;
@@ -69,7 +69,7 @@ class World:
 
     def paths(self) -> dict[str, list[str]]:
         """name → ssh command prefix (append the remote command)."""
-        from tests.sshd import DEVICE_USER
+        from tests.support.sshd import DEVICE_USER
 
         dev = self.device
         jump_cmd = " ".join(
@@ -173,7 +173,7 @@ def build(*, env: dict[str, str] | None = None) -> World:
 
     call_command("migrate", verbosity=0)
 
-    from tests.sshd import DEVICE_PASSWORD, ensure_device_user, keygen, start_sshd
+    from tests.support.sshd import DEVICE_PASSWORD, ensure_device_user, keygen, start_sshd
 
     ensure_device_user()
     extra = "MaxStartups 2000:30:4000\nMaxSessions 2000\n"
@@ -226,7 +226,7 @@ def _airlock_world(device: Any, pub: str, password: str) -> tuple[str, str]:
 
     from broker import sshkeys, vault
     from broker.models import Credential, Device, Grant, Site, SSHPublicKey, User, Vendor, Zone
-    from tests.sshd import DEVICE_USER
+    from tests.support.sshd import DEVICE_USER
 
     try:
         from broker.models import TOTPDevice

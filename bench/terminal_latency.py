@@ -57,8 +57,8 @@ def browser_samples(port: int, user_code: str, keys: int) -> list[float]:
     from playwright.sync_api import sync_playwright
 
     from broker.models import Grant, User
-    from tests.browser_session import session_cookie
     from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+    from tests.support.browser_session import session_cookie
 
     user = User.objects.get(code=user_code)
     grant = Grant.objects.filter(user=user).first()
@@ -93,7 +93,7 @@ def websocket_samples(port: int, user_code: str, keys: int) -> list[float]:
     from websockets.asyncio.client import connect
 
     from broker.models import Grant, User
-    from tests.browser_session import session_cookie
+    from tests.support.browser_session import session_cookie
 
     user = User.objects.get(code=user_code)
     grant = Grant.objects.filter(user=user).first()

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from broker import approvals, vault
 from broker.models import AccessRequest, AuditEvent, Credential, Grant, Lock, SSHPublicKey
-from tests.access_fixtures import plant  # noqa: F401
+from tests.support.access_fixtures import plant  # noqa: F401
 
 pytestmark = pytest.mark.both
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from broker import approvals
 from broker.models import AccessRequest, Approval, AuditEvent, Grant
-from tests.access_fixtures import plant  # noqa: F401
+from tests.support.access_fixtures import plant  # noqa: F401
 
 pytestmark = pytest.mark.both
 

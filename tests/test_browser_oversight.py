@@ -13,9 +13,9 @@ from django.urls import reverse
 
 from broker.models import Lock
 from sessions.models import Session
-from tests.browser_session import session_cookie
 from tests.conftest import SCREENSHOTS
-from tests.sshd import device_sshd, gateway, make_ssh_vendor, vendor, wait_for  # noqa: F401
+from tests.support.browser_session import session_cookie
+from tests.support.sshd import device_sshd, gateway, make_ssh_vendor, vendor, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 

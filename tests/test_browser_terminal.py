@@ -11,10 +11,10 @@ from django.urls import reverse
 from broker.models import ApprovalRule, ApproverGroup, TOTPDevice
 from sessions.live.revocation import revoke
 from sessions.models import Command, Session
-from tests.asgi_server import asgi_server  # noqa: F401  (fixture)
-from tests.browser_session import session_cookie
 from tests.conftest import SCREENSHOTS, totp_now
-from tests.sshd import device_sshd, pin_device, wait_for  # noqa: F401  (fixture)
+from tests.support.asgi_server import asgi_server  # noqa: F401  (fixture)
+from tests.support.browser_session import session_cookie
+from tests.support.sshd import device_sshd, pin_device, wait_for  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 

@@ -19,8 +19,8 @@ from django.utils import timezone
 from sessions.live.control import LOST_REASON, ControlChannelLost
 from sessions.models import Gateway, Session
 from tests.conftest import IN_CI, free_port
-from tests.livecontrol import Harness
-from tests.sshd import device_sshd, gateway, make_ssh_vendor, vendor  # noqa: F401
+from tests.support.livecontrol import Harness
+from tests.support.sshd import device_sshd, gateway, make_ssh_vendor, vendor  # noqa: F401
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -178,7 +178,7 @@ def test_after_an_outage_terminate_still_reaches_the_live_session(world: dict[st
 def test_redis_stopped_under_a_real_gateway_refuses_ssh_and_ends_the_live_one(
     request: Any, settings: Any, redis_server: RedisProcess, transactional_db: Any
 ) -> None:
-    from tests.netstate import established_to
+    from tests.support.netstate import established_to
 
     settings.CHANNEL_LAYERS = {
         "default": {

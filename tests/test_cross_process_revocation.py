@@ -29,9 +29,9 @@ from django.db import connection
 from broker.models import Lock, SSHPublicKey
 from sessions.models import Session
 from tests.conftest import free_port, redis_url
-from tests.netstate import established_to
-from tests.signing import create_sensor, post_signal
-from tests.sshd import device_sshd, keygen, pin_device, wait_for  # noqa: F401
+from tests.support.netstate import established_to
+from tests.support.signing import create_sensor, post_signal
+from tests.support.sshd import device_sshd, keygen, pin_device, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.redis, pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 

@@ -17,7 +17,7 @@ from sessions.demo import device as demodevice
 from sessions.demo.device import PLC
 from sessions.doors.ssh.gateway import host_key_line
 from tests.conftest import free_port
-from tests.sshd import GatewayThread
+from tests.support.sshd import GatewayThread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

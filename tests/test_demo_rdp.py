@@ -27,9 +27,10 @@ from sessions.demo import rdp as demordp
 from sessions.doors.rdp import consumer as rdp_consumer
 from sessions.doors.rdp.desktop import fetch_certificate_fingerprint
 from sessions.models import Session
-from tests.browser_session import session_cookie
 from tests.conftest import free_port
-from tests.rdpserver import need_programs
+from tests.support.accounts import seed_json
+from tests.support.browser_session import session_cookie
+from tests.support.rdpserver import need_programs
 from tests.test_rdp_consumer import Browser, communicator, run
 from tests.test_runbroker import BASE_DIR, broker_env, start  # noqa: F401  (fixtures)
 
@@ -38,12 +39,6 @@ from tests.test_runbroker import BASE_DIR, broker_env, start  # noqa: F401  (fix
 def demo_var(settings, tmp_path):
     settings.VAR_DIR = tmp_path
     return tmp_path
-
-
-def seed_json() -> dict:
-    out = StringIO()
-    call_command("seed_demo", "--json", stdout=out)
-    return json.loads(out.getvalue())
 
 
 @pytest.mark.django_db

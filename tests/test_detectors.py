@@ -20,7 +20,7 @@ from sessions.anomalies.detectors import (
     Rule,
 )
 from sessions.models import CommandRule, Session, Signal
-from tests.livecontrol import Harness
+from tests.support.livecontrol import Harness
 
 
 class Heard:

@@ -11,6 +11,7 @@ from django_otp.oath import totp
 
 from broker.models import AuditEvent, StaticDevice, StaticToken, TOTPDevice
 from tests.conftest import TEST_PASSWORD, totp_now
+from tests.support.accounts import code_from_secret
 
 pytestmark = pytest.mark.django_db
 
@@ -20,13 +21,6 @@ def half_signed_in(client, user):
     response = client.post(reverse("login"), {"username": user.username, "password": TEST_PASSWORD})
     assert response.status_code == 302
     return client
-
-
-def code_from_secret(secret_b32: str, offset: int = 0) -> str:
-    import base64
-
-    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
-    return str(totp(key, drift=offset)).zfill(6)
 
 
 def test_enrolment_page_shows_an_inline_svg_qr_and_the_secret(client, make_vendor_user):

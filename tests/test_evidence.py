@@ -17,7 +17,7 @@ from django.urls import reverse
 from broker.models import AuditEvent
 from sessions.evidence import bundle as evidence
 from sessions.live.recording import recordings_dir
-from tests.recordings import recorded_session
+from tests.support.recordings import recorded_session
 
 pytestmark = pytest.mark.django_db
 

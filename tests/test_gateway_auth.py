@@ -14,7 +14,7 @@ from django.utils import timezone
 from broker.models import AuditEvent, Grant, Lock, TOTPDevice
 from sessions.models import Session
 from tests.conftest import totp_now
-from tests.sshd import (  # noqa: F401  (fixtures)
+from tests.support.sshd import (  # noqa: F401  (fixtures)
     device_sshd,
     ended_sessions,
     gateway,

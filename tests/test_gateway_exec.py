@@ -10,7 +10,14 @@ import pytest
 
 from sessions.live.recording import recordings_dir
 from sessions.models import Command, Session
-from tests.sshd import device_sshd, ended_sessions, gateway, make_ssh_vendor, vendor, wait_for  # noqa: F401
+from tests.support.sshd import (
+    device_sshd,
+    ended_sessions,
+    gateway,
+    make_ssh_vendor,
+    vendor,
+    wait_for,
+)  # noqa: F401
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 

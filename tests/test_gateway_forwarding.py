@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from tests.conftest import free_port
-from tests.sshd import device_sshd, gateway, make_ssh_vendor, wait_for  # noqa: F401
+from tests.support.sshd import device_sshd, gateway, make_ssh_vendor, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from broker.models import AuditEvent
 from sessions.live.recording import recordings_dir
 from sessions.models import Command
-from tests.sshd import (  # noqa: F401
+from tests.support.sshd import (  # noqa: F401
     DEVICE_USER,
     device_sshd,
     ended_sessions,

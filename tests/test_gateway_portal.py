@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from broker.models import AuditEvent, Device
 from sessions.doors.ssh.gateway import host_key_fingerprint, host_key_path, load_host_key
-from tests.sshd import device_sshd  # noqa: F401  (fixture)
+from tests.support.sshd import device_sshd  # noqa: F401  (fixture)
 
 
 def test_gateway_host_key_is_generated_once_and_private(settings, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from broker.models import Grant
 from sessions.models import Command
 from tests.conftest import IN_CI
-from tests.sshd import (  # noqa: F401
+from tests.support.sshd import (  # noqa: F401
     Vendor,
     device_sshd,
     ended_sessions,

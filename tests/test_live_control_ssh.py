@@ -15,9 +15,16 @@ import pytest
 from broker import approvals
 from broker.models import ApprovalRule
 from sessions.models import Session
-from tests.netstate import established_to
-from tests.signing import create_sensor, post_signal
-from tests.sshd import device_sshd, ended_sessions, gateway, make_ssh_vendor, vendor, wait_for  # noqa: F401
+from tests.support.netstate import established_to
+from tests.support.signing import create_sensor, post_signal
+from tests.support.sshd import (
+    device_sshd,
+    ended_sessions,
+    gateway,
+    make_ssh_vendor,
+    vendor,
+    wait_for,
+)  # noqa: F401
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 

@@ -19,8 +19,9 @@ from sessions.doors.web import terminal
 from sessions.live.core import LiveSession
 from sessions.live.revocation import revoke
 from sessions.models import Command, Session
-from tests.browser_session import session_cookie
-from tests.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
+from tests.support.browser_session import session_cookie
+from tests.support.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
+from tests.support.websockets import run, socket
 from tests.test_terminal_consumer import (
     HOST,
     ORIGIN,
@@ -62,38 +63,16 @@ def scene(
     return {**people, "grant": grant, "device": device, "cookie": cookies}
 
 
-def ws(path: str, cookie: str, *, origin: bytes = ORIGIN) -> WebsocketCommunicator:
-    headers = [
-        (b"host", HOST),
-        (b"origin", origin),
-        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()),
-    ]
-    return WebsocketCommunicator(application, path, headers=headers)
-
-
-def run(coro: Any) -> Any:
-    async def go() -> Any:
-        try:
-            return await coro
-        finally:
-            for live in list(LiveSession.registry.values()):
-                await live.close("test over")
-                await asyncio.wait_for(live.wait_closed(), 20)
-            await terminal.stop_web_control()
-
-    return asyncio.run(go())
-
-
 def test_approver_watches_the_session_live_and_cannot_type_into_it(scene):
     async def scenario() -> tuple[list, list]:
-        vendor = ws(f"/ws/terminal/{scene['grant'].code}/", scene["cookie"]["vendor"])
+        vendor = socket(f"/ws/terminal/{scene['grant'].code}/", scene["cookie"]["vendor"])
         await open_terminal(vendor)
         await vendor.send_to(bytes_data=b"echo before-$((1+1))\r")
         await read_until(vendor, lambda fs: "before-2" in text_of(fs))
         code = await database_sync_to_async(
             lambda: str(Session.objects.get(user=scene["vendor"]).code)
         )()
-        watcher = ws(f"/ws/watch/{code}/", scene["cookie"]["approver"])
+        watcher = socket(f"/ws/watch/{code}/", scene["cookie"]["approver"])
         connected, _ = await watcher.connect(timeout=20)
         assert connected
         seen = await read_until(watcher, lambda fs: "before-2" in text_of(fs))
@@ -125,12 +104,12 @@ def test_approver_watches_the_session_live_and_cannot_type_into_it(scene):
 @pytest.mark.parametrize("who", ["other_approver", "stranger", "vendor"])
 def test_only_the_zones_approvers_may_watch(scene, who):
     async def scenario() -> tuple:
-        vendor = ws(f"/ws/terminal/{scene['grant'].code}/", scene["cookie"]["vendor"])
+        vendor = socket(f"/ws/terminal/{scene['grant'].code}/", scene["cookie"]["vendor"])
         await open_terminal(vendor)
         code = await database_sync_to_async(
             lambda: str(Session.objects.get(user=scene["vendor"]).code)
         )()
-        watcher = ws(f"/ws/watch/{code}/", scene["cookie"][who])
+        watcher = socket(f"/ws/watch/{code}/", scene["cookie"][who])
         result = await watcher.connect(timeout=20)
         await vendor.disconnect()
         return result
@@ -140,12 +119,12 @@ def test_only_the_zones_approvers_may_watch(scene, who):
 
 def test_watch_from_another_origin_is_refused(scene):
     async def scenario() -> tuple:
-        vendor = ws(f"/ws/terminal/{scene['grant'].code}/", scene["cookie"]["vendor"])
+        vendor = socket(f"/ws/terminal/{scene['grant'].code}/", scene["cookie"]["vendor"])
         await open_terminal(vendor)
         code = await database_sync_to_async(
             lambda: str(Session.objects.get(user=scene["vendor"]).code)
         )()
-        watcher = ws(
+        watcher = socket(
             f"/ws/watch/{code}/", scene["cookie"]["approver"], origin=b"http://evil.example"
         )
         result = await watcher.connect(timeout=20)
@@ -156,7 +135,7 @@ def test_watch_from_another_origin_is_refused(scene):
 
 
 def test_watch_page_is_for_the_zones_approvers(scene, verified_client):
-    from tests.recordings import recorded_session
+    from tests.support.recordings import recorded_session
 
     session = recorded_session(scene["vendor"], scene["device"], scene["grant"])
     Session.objects.filter(pk=session.pk).update(ended_at=None)
@@ -168,13 +147,13 @@ def test_watch_page_is_for_the_zones_approvers(scene, verified_client):
 
 
 def test_watcher_falls_back_to_the_recording_when_no_holder_answers(scene):
-    from tests.recordings import recorded_session
+    from tests.support.recordings import recorded_session
 
     session = recorded_session(scene["vendor"], scene["device"], scene["grant"])
     Session.objects.filter(pk=session.pk).update(ended_at=None)
 
     async def scenario() -> list:
-        watcher = ws(f"/ws/watch/{session.code}/", scene["cookie"]["approver"])
+        watcher = socket(f"/ws/watch/{session.code}/", scene["cookie"]["approver"])
         connected, _ = await watcher.connect(timeout=20)
         assert connected
         frames = await read_until(watcher, lambda fs: "hello-airlock" in text_of(fs), timeout=20)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from broker import approvals
 from broker.access import AccessDenied, Reason, authorize
 from broker.models import AuditEvent, Lock
-from tests.access_fixtures import plant  # noqa: F401
+from tests.support.access_fixtures import plant  # noqa: F401
 
 pytestmark = pytest.mark.both
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from broker import approvals
 from broker.access import AccessDenied, authorize
 from sessions.models import Session
-from tests.livecontrol import Harness
+from tests.support.livecontrol import Harness
 
 
 @pytest.fixture

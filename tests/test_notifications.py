@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from broker import approvals, notifications, tasks
 from broker.models import SentNotification
-from tests.access_fixtures import plant  # noqa: F401
+from tests.support.access_fixtures import plant  # noqa: F401
 
 pytestmark = pytest.mark.both
 

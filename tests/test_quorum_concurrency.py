@@ -15,7 +15,7 @@ from django.db import connection
 
 from broker import approvals
 from broker.models import AccessRequest, Approval, Grant
-from tests.access_fixtures import plant  # noqa: F401
+from tests.support.access_fixtures import plant  # noqa: F401
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -15,10 +15,10 @@ from sessions.anomalies.models import Signal
 from sessions.anomalies.response import raise_signal
 from sessions.doors.rdp import consumer as rdp_consumer
 from sessions.models import Session
-from tests.asgi_server import asgi_server  # noqa: F401  (fixture)
-from tests.browser_session import session_cookie
 from tests.conftest import SCREENSHOTS
-from tests.rdpserver import BACKGROUND, rdp_server, rdp_vendor  # noqa: F401  (fixtures)
+from tests.support.asgi_server import asgi_server  # noqa: F401  (fixture)
+from tests.support.browser_session import session_cookie
+from tests.support.rdpserver import BACKGROUND, rdp_server, rdp_vendor  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.rdp, pytest.mark.django_db(transaction=True)]
 

@@ -26,9 +26,10 @@ from sessions.doors.rdp.rfb import PROTOCOL_VERSION
 from sessions.doors.web import terminal
 from sessions.live.recording import recordings_dir
 from sessions.models import Session
-from tests.browser_session import session_cookie
-from tests.rdpserver import DEVICE_PASSWORD, rdp_server, rdp_vendor  # noqa: F401  (fixtures)
-from tests.sshd import wait_for
+from tests.support.browser_session import session_cookie
+from tests.support.rdpserver import DEVICE_PASSWORD, rdp_server, rdp_vendor  # noqa: F401  (fixtures)
+from tests.support.sshd import wait_for
+from tests.support.websockets import run, socket
 
 pytestmark = [pytest.mark.rdp, pytest.mark.django_db(transaction=True)]
 
@@ -39,13 +40,8 @@ HOST = b"127.0.0.1:8000"
 def communicator(
     grant: Any, cookie: str | None, *, origin: bytes = ORIGIN, query: str = "width=800&height=600"
 ) -> WebsocketCommunicator:
-    headers = [(b"host", HOST)]
-    if origin:
-        headers.append((b"origin", origin))
-    if cookie:
-        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
-    return WebsocketCommunicator(
-        application, f"/ws/rdp/{grant.code}/?{query}", headers=headers, subprotocols=["binary"]
+    return socket(
+        f"/ws/rdp/{grant.code}/?{query}", cookie, host=HOST, origin=origin, subprotocols=["binary"]
     )
 
 
@@ -101,20 +97,6 @@ class Browser:
             if frame["type"] == "websocket.close":
                 self.close = frame
         return self.close
-
-
-def run(coro: Any) -> Any:
-    async def go() -> Any:
-        try:
-            return await coro
-        finally:
-            from sessions.live.core import LiveSession
-
-            for live in list(LiveSession.registry.values()):
-                await asyncio.wait_for(live.close("test over"), 30)
-            await terminal.stop_web_control()
-
-    return asyncio.run(go())
 
 
 def desktop_dirs() -> list[Path]:
@@ -457,7 +439,7 @@ def test_a_stopped_video_recorder_ends_the_session(rdp_vendor):
 
 
 def test_tls_only_device_blocks_input_until_a_logon_that_never_comes(rdp_vendor, settings):
-    from tests.rdpserver import pin_rdp_device, start_rdp_server
+    from tests.support.rdpserver import pin_rdp_device, start_rdp_server
 
     tls_server = start_rdp_server(security="tls")
     try:
@@ -711,8 +693,8 @@ def test_the_desktop_of_a_killed_broker_process_dies_with_it(rdp_server, tmp_pat
     import sys
     import textwrap
 
-    from tests.rdpserver import DEVICE_PASSWORD as PASSWORD
-    from tests.rdpserver import DEVICE_USER as ACCOUNT
+    from tests.support.rdpserver import DEVICE_PASSWORD as PASSWORD
+    from tests.support.rdpserver import DEVICE_USER as ACCOUNT
 
     run_dir = Path(tempfile_dir())
     script = textwrap.dedent(f"""

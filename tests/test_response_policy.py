@@ -20,7 +20,7 @@ from broker.models import Lock
 from sessions.anomalies.models import DEFAULT_RESPONSES, response_for
 from sessions.anomalies.response import raise_signal
 from sessions.models import ResponseRule, Session, Signal
-from tests.signing import create_sensor, post_signal
+from tests.support.signing import create_sensor, post_signal
 
 
 @pytest.fixture(autouse=True)
@@ -110,11 +110,14 @@ def test_medium_emails_the_zones_approvers(plant: dict[str, Any]) -> None:
 
 def test_high_terminates_the_session_and_locks_the_user_for_an_hour(plant: dict[str, Any]) -> None:
     layer, channel = listen(f"airlock.session.{plant['session'].code}")
-    s = signal(plant, "high")
+    # A stopped clock, so the hour is asserted exactly rather than within a margin.
+    with time_machine.travel(timezone.now(), tick=False):
+        s = signal(plant, "high")
+        now = timezone.now()
 
     lock = Lock.objects.get()
     assert lock.user == plant["alice"]
-    assert abs((lock.expires_at - timezone.now()) - timedelta(hours=1)) < timedelta(seconds=5)
+    assert lock.expires_at == now + timedelta(hours=1)
     assert f"terminated session {plant['session'].code}" in s.actions
     message = received(layer, channel)
     assert message["type"] == "session.terminate" and "high security signal" in message["reason"]

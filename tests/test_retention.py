@@ -20,7 +20,7 @@ from sessions.evidence.review import integrity
 from sessions.live.recording import recordings_dir, recordings_storage
 from sessions.models import Command, Session
 from sessions.tasks import purge_expired_recordings
-from tests.recordings import recorded_session
+from tests.support.recordings import recorded_session
 
 pytestmark = pytest.mark.django_db
 

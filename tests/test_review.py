@@ -19,8 +19,8 @@ from sessions.evidence.review import Filters, integrity, search
 from sessions.live.recording import recordings_dir
 from sessions.models import Session
 from tests.conftest import SCREENSHOTS
-from tests.recordings import recorded_session
-from tests.sshd import wait_for
+from tests.support.recordings import recorded_session
+from tests.support.sshd import wait_for
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ def test_tamper_view_is_audited(plant, verified_client):
 
 def signed_in_page(browser, base: str, user) -> object:
     """A browser page whose cookie is a fully signed-in (OTP-verified) session."""
-    from tests.browser_session import session_cookie
+    from tests.support.browser_session import session_cookie
 
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     context.add_cookies([{"name": "sessionid", "value": session_cookie(user), "url": base}])

@@ -26,6 +26,7 @@ from broker.models import (
     Vendor,
 )
 from tests.conftest import IN_CI
+from tests.support.accounts import code_from_secret, seed_json
 
 
 @pytest.fixture
@@ -34,20 +35,8 @@ def demo_var(settings, tmp_path):
     return tmp_path
 
 
-def seed_json() -> dict:
-    out = StringIO()
-    call_command("seed_demo", "--json", stdout=out)
-    return json.loads(out.getvalue())
-
-
 def by_username(data: dict) -> dict[str, dict]:
     return {a["username"]: a for a in data["accounts"]}
-
-
-def code_from_secret(secret: str, offset_steps: int = 0) -> str:
-    """What an authenticator app computes from the printed base32 secret."""
-    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
-    return str(totp(key, step=30, digits=6, drift=offset_steps)).zfill(6)
 
 
 def test_seed_demo_json_lists_every_role_with_credentials(db, demo_var, settings):

@@ -12,7 +12,7 @@ import pytest
 from broker.models import Lock
 from sessions.anomalies.formats import FormatError, parse
 from sessions.models import Session, Signal
-from tests.signing import DATA, create_sensor, post_signal
+from tests.support.signing import DATA, create_sensor, post_signal
 
 
 def test_zeek_notice_lines_become_one_report_each() -> None:

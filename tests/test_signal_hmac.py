@@ -13,7 +13,7 @@ import pytest
 from broker.models import AuditEvent, Lock
 from sessions.anomalies.intake import signature
 from sessions.models import Sensor, Signal
-from tests.signing import create_sensor, post_signal
+from tests.support.signing import create_sensor, post_signal
 
 BODY = json.dumps({"device": "plc-7", "severity": "high", "kind": "test", "detail": "x"})
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from broker.models import AuditEvent
 from sessions.live import sweep
 from sessions.models import Signal, SignalReceipt
-from tests.signing import create_sensor, post_signal
+from tests.support.signing import create_sensor, post_signal
 
 BODY = json.dumps({"device": "plc-7", "severity": "low", "kind": "test"})
 

@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from sessions.models import Signal
-from tests.signing import DATA, create_sensor
+from tests.support.signing import DATA, create_sensor
 
 FORWARDER = Path(settings.BASE_DIR) / "contrib" / "airlock-signal-forward.py"
 

@@ -15,7 +15,7 @@ from broker.models import AuditEvent, Grant, Lock
 from sessions.live import control, sweep
 from sessions.models import Session
 from sessions.tasks import sweep_sessions
-from tests.livecontrol import Harness
+from tests.support.livecontrol import Harness
 
 
 @pytest.fixture

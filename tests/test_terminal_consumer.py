@@ -23,8 +23,9 @@ from broker.models import AuditEvent
 from sessions.doors.web import terminal
 from sessions.live.revocation import revoke
 from sessions.models import Command, Session
-from tests.browser_session import session_cookie
-from tests.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
+from tests.support.browser_session import session_cookie
+from tests.support.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
+from tests.support.websockets import run, socket
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 
@@ -49,14 +50,7 @@ def browser_vendor(device_sshd, make_vendor_user, make_device, make_grant):
 def communicator(
     grant: Any, cookie: str | None, *, origin: bytes = ORIGIN, query: str = "cols=100&rows=30"
 ) -> WebsocketCommunicator:
-    headers = [(b"host", HOST)]
-    if origin:
-        headers.append((b"origin", origin))
-    if cookie:
-        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
-    return WebsocketCommunicator(
-        application, f"/ws/terminal/{grant.code}/?{query}", headers=headers
-    )
+    return socket(f"/ws/terminal/{grant.code}/?{query}", cookie, host=HOST, origin=origin)
 
 
 async def read_until(comm: WebsocketCommunicator, predicate: Any, timeout: float = 20) -> list:
@@ -89,24 +83,6 @@ def closed(frames: list) -> bool:
 
 def close_code(frames: list) -> int | None:
     return next((f.get("code") for f in frames if f["type"] == "websocket.close"), None)
-
-
-def run(coro: Any) -> Any:
-    async def go() -> Any:
-        try:
-            return await coro
-        finally:
-            # Let sessions that are ending write their rows before the loop
-            # goes, and close any a failed scenario left open.
-            from sessions.live.core import LiveSession
-
-            for live in list(LiveSession.registry.values()):
-                if not live.ended:
-                    await live.close("test over")
-                await asyncio.wait_for(live.wait_closed(), 20)
-            await terminal.stop_web_control()
-
-    return asyncio.run(go())
 
 
 async def open_terminal(comm: WebsocketCommunicator) -> list:

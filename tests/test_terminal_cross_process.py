@@ -17,9 +17,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 
 from sessions.models import Session
-from tests.browser_session import session_cookie
 from tests.conftest import redis_url
-from tests.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
+from tests.support.browser_session import session_cookie
+from tests.support.sshd import device_sshd, pin_device  # noqa: F401  (fixture)
 from tests.test_cross_process_revocation import database_url
 from tests.test_terminal_consumer import (
     closed,

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from broker import approvals, vault
 from broker.models import AuditEvent, Credential
-from tests.access_fixtures import plant  # noqa: F401
-from tests.sshd import device_sshd, gateway  # noqa: F401  (fixtures)
+from tests.support.access_fixtures import plant  # noqa: F401
+from tests.support.sshd import device_sshd, gateway  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.both, pytest.mark.django_db]
 
@@ -184,7 +184,7 @@ def test_a_whole_request_to_connect_flow_through_the_gateway_logs_no_secret(
 
     from broker import sshkeys
     from sessions.doors.ssh.gateway import host_key_line
-    from tests.sshd import DEVICE_PASSWORD, keygen, pin_device
+    from tests.support.sshd import DEVICE_PASSWORD, keygen, pin_device
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     caplog.set_level(logging.DEBUG)

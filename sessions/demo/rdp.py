@@ -17,7 +17,7 @@ its SHA-256 on the device record at seed time, as an administrator would
 with `manage.py pinrdpcert`.
 
 The desktop part (`start_desktop`) is also the RDP device of the browser
-RDP tests (tests/rdpserver.py). This module imports nothing from Django at
+RDP tests (tests/support/rdpserver.py). This module imports nothing from Django at
 the top: the xterm runs it as a plain script (`python -I demordp.py panel`).
 
 Debian packages: DEMO_PACKAGES (the README's optional demo step).

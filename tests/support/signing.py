@@ -11,7 +11,7 @@ from broker.models import Zone
 from sessions.anomalies.intake import signed_headers
 from sessions.models import Sensor
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 
 
 def create_sensor(name: str = "zeek-ot-1", *, zones: Any = None, **kw: Any) -> tuple[Sensor, str]:

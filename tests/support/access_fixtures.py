@@ -1,7 +1,7 @@
 """A small plant for the access-model tests: one zone whose policy needs
 1 of "Plant operations" AND 1 of "OT security", one device, one vendor
 eligible for it, and an approver in each group. Import the fixture
-(`from tests.access_fixtures import plant`) where needed."""
+(`from tests.support.access_fixtures import plant`) where needed."""
 
 from __future__ import annotations
 

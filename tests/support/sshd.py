@@ -3,7 +3,7 @@ the gateway in this process, and the OpenSSH client as the vendor.
 
 Import the fixtures you need into a test module explicitly:
 
-    from tests.sshd import device_sshd, gateway, vendor  # noqa: F401  (fixtures)
+    from tests.support.sshd import device_sshd, gateway, vendor  # noqa: F401  (fixtures)
 
 The device is `/usr/sbin/sshd -D -f <config>` on a free port with its own host
 key, a PID file and a log file in a temporary folder. It logs in a dedicated

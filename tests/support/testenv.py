@@ -1,4 +1,4 @@
-"""Loaded with `-p tests.testenv` before Django's settings are read, so the
+"""Loaded with `-p tests.support.testenv` before Django's settings are read, so the
 test run never touches the developer's var/ (keys, database, recordings)."""
 
 import atexit

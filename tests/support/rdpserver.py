@@ -12,9 +12,9 @@ NLA checks the login against an NTLM SAM file written with winpr-hash for
 DEVICE_USER/DEVICE_PASSWORD; a wrong vaulted password is refused by the
 server's CredSSP, exactly as a Windows device would refuse it. With TLS-only
 security the shadow server checks the credential with PAM against a local
-account once the connection is active (tests/sshd.py's device account).
+account once the connection is active (tests/support/sshd.py's device account).
 
-    from tests.rdpserver import rdp_server, rdp_vendor  # noqa: F401  (fixtures)
+    from tests.support.rdpserver import rdp_server, rdp_vendor  # noqa: F401  (fixtures)
 """
 
 from __future__ import annotations

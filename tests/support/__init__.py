@@ -1,0 +1,1 @@
+"""Shared test helpers: one copy of each, imported by the test files."""
