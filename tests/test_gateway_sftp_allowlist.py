@@ -15,7 +15,7 @@ import pytest
 from asyncssh.sftp import FXF_READ, FXF_WRITE
 
 from sessions.models import FileTransfer
-from tests.sshd import DEVICE_USER, device_sshd, gateway, make_ssh_vendor, wait_for  # noqa: F401
+from tests.support.sshd import DEVICE_USER, device_sshd, gateway, make_ssh_vendor, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.sshd, pytest.mark.django_db(transaction=True)]
 

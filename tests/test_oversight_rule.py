@@ -15,7 +15,7 @@ from broker import approvals
 from broker.access import AccessDenied, authorize
 from broker.models import AccessRequest, Lock
 from sessions.models import Session
-from tests.access_fixtures import plant  # noqa: F401
+from tests.support.access_fixtures import plant  # noqa: F401
 
 
 @pytest.fixture

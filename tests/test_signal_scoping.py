@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from broker.models import Lock
 from sessions.models import Sensor, Session, Signal, SignalReceipt
-from tests.signing import create_sensor, post_signal
+from tests.support.signing import create_sensor, post_signal
 
 
 @pytest.fixture(autouse=True)
