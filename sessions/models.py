@@ -55,6 +55,11 @@ class Session(models.Model):
     recording_purged_at = models.DateTimeField(
         null=True, blank=True, help_text="When retention deleted the recording (the hash stays)."
     )
+    artefacts = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="SHA-256 of each side file of the recording, by name (e.g. input_log).",
+    )
     gateway_id = models.CharField(max_length=120, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
 

@@ -278,8 +278,12 @@ def test_rdp_bundle_carries_the_video_and_the_input_log(session):
     # still names the .cast it really recorded, which the cross-check sees).
     report = evidence.verify(data, key)
     assert {"recording.webm", "input_log.cast"} <= set(report.checked)
+    # The input log is checked like the recording: this one is on neither
+    # the session row nor the audit chain.
     assert report.problems == [
-        ("session.json", "its recording SHA-256 differs from the audit chain's")
+        ("input_log.cast", "does not hash to the input log SHA-256 in session.json"),
+        ("input_log.cast", "does not hash to the input log SHA-256 in the audit chain"),
+        ("session.json", "its recording SHA-256 differs from the audit chain's"),
     ]
     changed = rewrite(data, "input_log.cast", flip_one_byte)
     assert (

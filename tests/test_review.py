@@ -373,6 +373,12 @@ def test_rdp_video_recording_is_served_as_video_after_the_same_check(plant, veri
         target=f"session {session.code}",
         data={"recording_sha256": sha, "recording": session.recording},
     )
+    # The input log next to the video, hashed into the row and the chain.
+    from sessions.doors.rdp.consumer import finish_input_log, input_log_name
+
+    log = b'{"version": 2}\n[0.5, "m", "clipboard to device: 3 characters"]\n'
+    (recordings_dir() / input_log_name(session.recording)).write_bytes(log)
+    finish_input_log(session.pk, hashlib.sha256(log).hexdigest())
     client = verified_client(plant["auditor"])
     page = client.get(reverse("session-detail", args=[session.code])).content.decode()
     assert 'data-kind="video"' in page and "Integrity verified" in page

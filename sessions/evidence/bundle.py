@@ -142,6 +142,7 @@ def members_for(
         "gateway": session.gateway_id,
         "recording": session.recording,
         "recording_sha256": session.recording_sha256,
+        "artefacts": session.artefacts or {},
     }
     commands = [{"t": c.t, "kind": c.kind, "text": c.text} for c in session.commands.all()]
     files = [
@@ -370,6 +371,7 @@ def _cross_checks(contents: dict[str, bytes], report: Report) -> None:
         )
         if expected != event["hash"]:
             report.bad("audit_events.json", f"event {event['id']} does not match its chain hash")
+    _side_file_checks(contents, meta, events, report)
     ends = [e for e in events if e["action"] == "session.end"]
     if (
         ends
@@ -377,3 +379,20 @@ def _cross_checks(contents: dict[str, bytes], report: Report) -> None:
         and ends[0]["data"].get("recording_sha256") != meta["recording_sha256"]
     ):
         report.bad("session.json", "its recording SHA-256 differs from the audit chain's")
+
+
+def _side_file_checks(
+    contents: dict[str, bytes], meta: dict, events: list[dict], report: Report
+) -> None:
+    """The input log must hash to session.json's and the audit chain's SHA-256."""
+    log = contents.get("input_log.cast")
+    recorded = [e for e in events if e["action"] == "session.input_log"]
+    if log is None:
+        if recorded:
+            report.bad("input_log.cast", "is missing, though the audit chain recorded one")
+        return
+    actual = hashlib.sha256(log).hexdigest()
+    if actual != (meta.get("artefacts") or {}).get("input_log"):
+        report.bad("input_log.cast", "does not hash to the input log SHA-256 in session.json")
+    if not recorded or recorded[0]["data"].get("sha256") != actual:
+        report.bad("input_log.cast", "does not hash to the input log SHA-256 in the audit chain")

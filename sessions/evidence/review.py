@@ -200,6 +200,8 @@ class Integrity:
     sha256: str = ""
     chain_sha256: str = ""
     event_id: int | None = None
+    # The side files (the RDP input log) as read and checked with the recording.
+    input_log: bytes | None = None
 
 
 def stored_sha256(name: str) -> str | None:
@@ -247,7 +249,37 @@ def event_intact(event: AuditEvent) -> bool:
 _UNREAD = object()
 
 
-def integrity(session: Session, content: Any = _UNREAD) -> Integrity:
+def side_file_problems(session: Session, input_log: bytes | None) -> list[str]:
+    """Every side file of a recording must hash to the SHA-256 on the row and
+    to the one the audit chain recorded (in an intact event): a recording is
+    evidence only with everything that was written next to it."""
+    if input_log_name(session) is None:
+        return []
+    if input_log is None:
+        return ["its input log is missing from the recordings store"]
+    actual = hashlib.sha256(input_log).hexdigest()
+    row_sha = str((session.artefacts or {}).get("input_log", ""))
+    event = (
+        AuditEvent.objects.filter(action="session.input_log", target=f"session {session.code}")
+        .order_by("id")
+        .first()
+    )
+    problems = []
+    if not row_sha:
+        problems.append("the session row holds no SHA-256 for its input log")
+    elif actual != row_sha:
+        problems.append("its input log does not match the SHA-256 on the session row")
+    if event is None:
+        problems.append("the audit chain has no hash of its input log")
+    else:
+        if str((event.data or {}).get("sha256", "")) != row_sha:
+            problems.append("the input log SHA-256 on the row differs from the audit chain's")
+        if not event_intact(event):
+            problems.append("the audit event that recorded the input log SHA-256 was altered")
+    return problems
+
+
+def integrity(session: Session, content: Any = _UNREAD, input_log: Any = _UNREAD) -> Integrity:
     """Check a recording against the session row and the audit chain.
 
     With `content` (the bytes read from the store, or None when it could not
@@ -280,7 +312,9 @@ def integrity(session: Session, content: Any = _UNREAD) -> Integrity:
             "The recording file is missing from the recordings store.",
             chain_sha256=chain_sha,
         )
-    problems = []
+    if input_log is _UNREAD:
+        input_log = read_input_log(session)
+    problems = side_file_problems(session, input_log)
     if not session.recording_sha256:
         problems.append("the session row holds no SHA-256 for it")
     elif actual != session.recording_sha256:
@@ -308,6 +342,7 @@ def integrity(session: Session, content: Any = _UNREAD) -> Integrity:
         sha256=actual,
         chain_sha256=chain_sha,
         event_id=event.id if event else None,
+        input_log=input_log,
     )
 
 
@@ -318,7 +353,7 @@ def verified_recording(session: Session) -> tuple[Integrity, bytes | None]:
     if session.is_live or session.recording_purged_at or not session.recording:
         return integrity(session), None
     content = _read_stored(session.recording)
-    check = integrity(session, content)
+    check = integrity(session, content, read_input_log(session))
     return check, content if check.ok else None
 
 
@@ -383,11 +418,24 @@ def timeline(session: Session) -> list[dict[str, Any]]:
                 "detail": f"{f.size} bytes, sha256 {f.sha256[:16]}…" if f.sha256 else "",
             }
         )
-    if input_log_name(session) is not None:
-        # Browser RDP: clicks and clipboard transfers from the input log.
+    if input_log_name(session) is not None and not session.is_live:
+        # Browser RDP: clicks and clipboard transfers from the input log, only
+        # from a log that is still what the row and the audit chain hashed.
         from sessions.doors.rdp.consumer import input_log_markers
 
-        items.extend(input_log_markers(read_input_log(session) or b""))
+        log = read_input_log(session)
+        problems = side_file_problems(session, log)
+        if problems:
+            items.append(
+                {
+                    "t": 0.0,
+                    "kind": "tamper",
+                    "text": "Input log not shown: " + "; ".join(problems) + ".",
+                    "label": "tampered",
+                }
+            )
+        else:
+            items.extend(input_log_markers(log or b""))
     for s in session.signals.all():
         items.append(
             {

@@ -174,7 +174,7 @@ def session_evidence(request: HttpRequest, code: UUID) -> HttpResponse:
             {"session": session, "check": check},
             status=409,
         )
-    bundle = evidence.build(session, content, input_log=review.read_input_log(session))
+    bundle = evidence.build(session, content, input_log=check.input_log)
     audit.record(
         "session.evidence_exported",
         actor=request.user,
