@@ -19,9 +19,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from broker.models import User
 from sessions.live.core import Observer
-from sessions.models import Session
 
 log = logging.getLogger("airlock.watch")
 

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("access_sessions", "0003_session_recording_purged_at"),
+        ("access_sessions", "0004_sensor_zones"),
     ]
 
     operations = [
