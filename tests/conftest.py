@@ -38,7 +38,8 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TEST_PASSWORD = "correct horse battery staple"
 
 
-def _need(reason: str) -> None:
+def need(reason: str) -> None:
+    """Skip for a missing program or service outside CI; under CI=true it is a failure."""
     if IN_CI:
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
@@ -85,21 +86,21 @@ def _missing_programs(*paths: str) -> list[str]:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        _need(
+        need(
             "this test needs PostgreSQL: run `make test` (its PostgreSQL pass) or set "
             "DATABASE_URL=postgres://postgres@127.0.0.1:5432/airlock"
         )
     if item.get_closest_marker("redis"):
         problem = _redis_problem()
         if problem:
-            _need(
+            need(
                 f"this test needs Redis at {redis_url()} ({problem}): start redis-server "
                 "(`make test` does) or set AIRLOCK_TEST_REDIS_URL"
             )
     if item.get_closest_marker("sshd"):
         missing = _missing_programs(SSHD, "ssh", "ssh-keygen")
         if missing:
-            _need(
+            need(
                 f"this test needs OpenSSH ({', '.join(missing)} missing): "
                 "apt-get install openssh-server openssh-client (`make test` does as root)"
             )
@@ -110,7 +111,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         except ImportError:
             missing.append("the playwright package (pip install -r requirements-test.txt)")
         if missing:
-            _need(
+            need(
                 f"this test needs a browser ({', '.join(missing)} missing): "
                 "apt-get install chromium (`make test` does as root)"
             )

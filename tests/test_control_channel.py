@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from sessions.live.control import LOST_REASON, ControlChannelLost
 from sessions.models import Gateway, Session
-from tests.conftest import IN_CI, free_port
+from tests.conftest import IN_CI, free_port, need
 from tests.support.livecontrol import Harness
 from tests.support.sshd import device_sshd, gateway, make_ssh_vendor, vendor  # noqa: F401
 
@@ -89,7 +89,7 @@ def wait_for(predicate: Any, what: str, timeout: float = 30) -> None:
 @pytest.fixture
 def redis_server() -> Iterator[RedisProcess]:
     if not shutil.which("redis-server") and not IN_CI:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
+        need("redis-server is not installed (Debian package redis-server)")
     server = RedisProcess()
     server.start()
     yield server

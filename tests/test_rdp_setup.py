@@ -18,7 +18,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from sessions.doors.rdp import desktop as rdp
-from tests.conftest import free_port
+from tests.conftest import free_port, need
 from tests.test_runbroker import broker_env, start  # noqa: F401  (fixtures)
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -44,7 +44,7 @@ def bare_path(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:
 
 def test_make_run_installs_the_rdp_packages_as_root_after_an_apt_get_update(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("the root path of `services.sh install-run` needs root")
+        need("the root path of `services.sh install-run` needs root")
     calls = tmp_path / "apt-calls"
     bin_dir = bare_path(tmp_path, {"apt-get": f'#!/bin/bash\necho "$*" >> {calls}\n'})
     done = subprocess.run(
@@ -63,7 +63,7 @@ def test_make_run_installs_the_rdp_packages_as_root_after_an_apt_get_update(tmp_
 
 def test_make_run_as_root_goes_on_without_rdp_when_apt_get_fails(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("the root path of `services.sh install-run` needs root")
+        need("the root path of `services.sh install-run` needs root")
     bin_dir = bare_path(tmp_path, {"apt-get": "#!/bin/bash\nexit 100\n"})
     done = subprocess.run(
         ["bash", str(SERVICES), "install-run"],

@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from sessions.live.recording import AsciicastWriter, RecordingError, file_sha256
+from tests.conftest import need
 
 
 def test_recording_is_valid_asciicast_v2_with_header_and_events(tmp_path):
@@ -91,7 +92,7 @@ def test_large_chunks_are_split_into_bounded_events(tmp_path):
 
 def test_a_failing_disk_raises_so_the_session_can_end(tmp_path):
     if not os.path.exists("/dev/full"):
-        pytest.skip("needs /dev/full")
+        need("needs /dev/full")
     w = AsciicastWriter(tmp_path / "f.cast")
     os.close(w._fd)
     w._fd = os.open("/dev/full", os.O_WRONLY)
@@ -109,8 +110,9 @@ def test_an_unwritable_folder_raises_at_open(tmp_path):
         AsciicastWriter(tmp_path / "ro" / "x" / "g.cast")
 
 
-@pytest.mark.skipif(not shutil.which("asciinema"), reason="needs the asciinema CLI")
 def test_asciinema_plays_the_recording(tmp_path):
+    if not shutil.which("asciinema"):
+        need("needs the asciinema CLI (Debian package asciinema)")
     w = AsciicastWriter(tmp_path / "h.cast")
     w.header(width=80, height=24)
     w.output(b"played-by-asciinema\r\n", 0.01)

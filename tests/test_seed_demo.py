@@ -25,7 +25,7 @@ from broker.models import (
     User,
     Vendor,
 )
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, need
 from tests.support.accounts import code_from_secret, seed_json
 
 
@@ -186,7 +186,7 @@ def test_oathtool_computes_a_code_the_demo_device_accepts(db, demo_var):
     if not shutil.which("oathtool"):
         if IN_CI:
             pytest.fail("CI=true and oathtool is missing (apt-get install oathtool)")
-        pytest.skip("needs oathtool: apt-get install oathtool (`make test` does as root)")
+        need("needs oathtool: apt-get install oathtool (`make test` does as root)")
     account = by_username(seed_json())["auditor"]
     code = subprocess.run(
         ["oathtool", "--totp", "-b", account["totp_secret"]],

@@ -15,6 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from sessions.models import Signal
+from tests.conftest import need
 from tests.support.signing import DATA, create_sensor
 
 FORWARDER = Path(settings.BASE_DIR) / "contrib" / "airlock-signal-forward.py"
@@ -115,7 +116,7 @@ def test_the_readme_curl_and_openssl_example_is_accepted(portal: Any) -> None:
     import shutil
 
     if not (shutil.which("curl") and shutil.which("openssl")):
-        pytest.skip("needs curl and openssl (Debian packages curl, openssl)")
+        need("needs curl and openssl (Debian packages curl, openssl)")
     readme = (Path(settings.BASE_DIR) / "README.md").read_text()
     script = next(
         block for block in re.findall(r"```sh\n(.*?)```", readme, re.S) if "openssl dgst" in block
