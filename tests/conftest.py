@@ -84,6 +84,13 @@ def _missing_programs(*paths: str) -> list[str]:
     ]
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # No account with a usable password outlives the run (tests/support/sshd.py).
+    from tests.support.sshd import lock_device_user
+
+    lock_device_user()
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("postgres") and connection.vendor != "postgresql":
         need(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -34,7 +35,11 @@ from tests.conftest import free_port, stop_thread_loop
 
 SSHD = "/usr/sbin/sshd"
 DEVICE_USER = "airlockdev"
-DEVICE_PASSWORD = "device-pass-3f9c1a"
+# A fresh password each run, never one written in the repository, and the
+# account's password is made unusable again when the run ends
+# (lock_device_user, called by pytest_sessionfinish): a networked host keeps
+# no account with a known password after `make test`.
+DEVICE_PASSWORD = secrets.token_urlsafe(24)
 
 
 def _need(cond: bool, why: str) -> None:
@@ -48,7 +53,22 @@ def ensure_device_user() -> None:
     """A local account for the device side (needs root; tests run as root here)."""
     if subprocess.run(["id", DEVICE_USER], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "-m", "-s", "/bin/bash", DEVICE_USER], check=True)
+    else:  # a previous run left it with nologin and no password
+        subprocess.run(["usermod", "-s", "/bin/bash", DEVICE_USER], check=True)
     subprocess.run(["chpasswd"], input=f"{DEVICE_USER}:{DEVICE_PASSWORD}\n", text=True, check=True)
+    _ACCOUNT_TOUCHED.append(DEVICE_USER)
+
+
+_ACCOUNT_TOUCHED: list[str] = []
+
+
+def lock_device_user() -> None:
+    """Make the device account's password unusable ('*' matches no password)
+    and its shell nologin, if this run set its password."""
+    if not _ACCOUNT_TOUCHED:
+        return
+    subprocess.run(["usermod", "-p", "*", "-s", "/usr/sbin/nologin", DEVICE_USER], check=True)
+    _ACCOUNT_TOUCHED.clear()
 
 
 def keygen(path: Path, kind: str = "ed25519") -> tuple[Path, str]:
